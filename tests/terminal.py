@@ -1,0 +1,453 @@
+"""Drive the real talk.py in a pseudo-terminal and look at what a person would see.
+
+Not a test file: the end-to-end tests import it.
+
+- ``Talk`` runs ``talk.py --socket PATH`` under pexpect in a pty of a given size and feeds every
+  byte it writes into a ``pyte`` screen, so tests assert on rows and columns, not escape codes.
+- ``Peer`` is a plain AF_UNIX stream socket, the test's own ``nc -U``.
+- ``wait_until`` polls a condition that is not on a screen (a socket file appears, ...).
+
+Nothing here sleeps to synchronise: every wait has a deadline and ends as soon as its condition
+holds, and a failed wait raises ``AssertionError`` that shows what was there instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pexpect
+import pyte
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TALK_PY = REPO_ROOT / "talk.py"
+
+DEFAULT_TIMEOUT = 10.0
+_READ_SLICE = 0.05  # longest single blocking read; waits loop on it until their deadline
+
+# What an xterm sends for each key once curses has turned keypad mode on (smkx puts the cursor
+# keys in application mode). These are the strings of the xterm-256color terminfo entry, which is
+# what curses in the child matches against (TERM is set below).
+KEYS: dict[str, bytes] = {
+    "enter": b"\r",
+    "backspace": b"\x7f",  # DEL; also terminfo kbs, i.e. KEY_BACKSPACE, for xterm-256color
+    "ctrl_h": b"\x08",
+    "ctrl_a": b"\x01",
+    "ctrl_e": b"\x05",
+    "ctrl_l": b"\x0c",
+    "ctrl_u": b"\x15",
+    "ctrl_w": b"\x17",
+    "ctrl_c": b"\x03",
+    "escape": b"\x1b",
+    "tab": b"\t",
+    "left": b"\x1bOD",
+    "right": b"\x1bOC",
+    "up": b"\x1bOA",
+    "down": b"\x1bOB",
+    "home": b"\x1bOH",
+    "end": b"\x1bOF",
+    "delete": b"\x1b[3~",
+    "pgup": b"\x1b[5~",
+    "pgdn": b"\x1b[6~",
+}
+
+# CSI (with private markers), OSC (ended by BEL or ST), other two-byte ESC sequences, charset
+# selection (ESC ( B), and the remaining C0 controls except newline.
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"
+    r"|\x1b[()*+][0-9A-Za-z]"
+    r"|\x1b[@-_=>78]"
+    r"|[\x00-\x09\x0b-\x1f\x7f]"
+)
+_EXIT_ALTERNATE_SCREEN = b"\x1b[?1049l"
+
+
+def strip_escapes(text: str) -> str:
+    """``text`` without terminal escape sequences and control characters other than newline."""
+    return _ESCAPES.sub("", text)
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float = DEFAULT_TIMEOUT,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> None:
+    """Poll ``predicate()`` until it is true; AssertionError if ``timeout`` seconds pass first.
+
+    Only for conditions outside a terminal (a file appears, a process ends). The short sleep
+    is a poll interval under the deadline, not a guess at how long something takes.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    """The environment the program runs in: ours, with a known terminal and a UTF-8 locale."""
+    env = dict(os.environ)
+    env.pop("LINES", None)  # would override the pty size in curses
+    env.pop("COLUMNS", None)
+    env.update(TERM="xterm-256color", LANG="C.UTF-8", LC_ALL="C.UTF-8")
+    env.update(overrides)
+    return env
+
+
+class Talk:
+    """One running talk.py in a pseudo-terminal of ``rows`` x ``cols``, seen through pyte.
+
+    ``program`` defaults to the repository's talk.py; it is there so the harness itself can be
+    checked against any curses script.
+    """
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str],
+        *extra: str,
+        rows: int = 24,
+        cols: int = 80,
+        env: dict[str, str] | None = None,
+        program: str | os.PathLike[str] = TALK_PY,
+        args: Iterable[str] | None = None,
+    ) -> None:
+        if args is None:
+            args = [str(program), "--socket", os.fspath(socket_path), *extra]
+        self.args = [sys.executable, *args]
+        self.screen = pyte.Screen(cols, rows)
+        self.stream = pyte.ByteStream(self.screen)
+        self.raw = bytearray()  # everything the program wrote, in order
+        self.eof = False
+        self.status: int | None = None
+        self.eof_at: float | None = None  # time.monotonic() when the output ended
+        self.child = pexpect.spawn(
+            self.args[0],
+            self.args[1:],
+            dimensions=(rows, cols),
+            env=env if env is not None else child_env(),
+            cwd=str(REPO_ROOT),
+            encoding=None,
+            echo=False,
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        return int(self.child.pid)
+
+    def _feed(self, data: bytes) -> None:
+        self.raw += data
+        self.stream.feed(data)
+
+    def pump(self, timeout: float = _READ_SLICE) -> bool:
+        """Read what the program wrote within ``timeout`` seconds; False once it reached EOF."""
+        if self.eof:
+            return False
+        try:
+            data = self.child.read_nonblocking(1 << 16, timeout=timeout)
+        except pexpect.TIMEOUT:
+            return True
+        except pexpect.EOF:
+            self.eof = True
+            self.eof_at = time.monotonic()
+            return False
+        self._feed(data)
+        # Take whatever else is already waiting, so the screen is as current as possible.
+        while True:
+            try:
+                data = self.child.read_nonblocking(1 << 16, timeout=0)
+            except pexpect.TIMEOUT:
+                return True
+            except pexpect.EOF:
+                self.eof = True
+                self.eof_at = time.monotonic()
+                return False
+            self._feed(data)
+
+    def wait_until(
+        self,
+        predicate: Callable[[Talk], object],
+        timeout: float = DEFAULT_TIMEOUT,
+        what: str = "condition",
+    ) -> None:
+        """Keep reading until ``predicate(self)`` holds; AssertionError with the screen if not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate(self):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    self._explain(f"timed out after {timeout:g}s waiting for {what}")
+                )
+            if not self.pump(min(_READ_SLICE, remaining)):
+                if predicate(self):
+                    return
+                raise AssertionError(self._explain(f"program ended while waiting for {what}"))
+
+    def wait_for_text(self, text: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Wait until ``text`` is somewhere on the screen (within one row)."""
+        self.wait_until(lambda t: any(text in row for row in t.display), timeout, repr(text))
+
+    def wait_for_row(self, n: int, text: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Wait until row ``n`` (negative counts from the bottom) contains ``text``."""
+        self.wait_until(lambda t: text in t.row(n), timeout, f"{text!r} in row {n}")
+
+    def settle(self, quiet: float = 0.2, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Read until the program has written nothing for ``quiet`` seconds.
+
+        For checking that something does NOT appear; everything else should wait for what it
+        expects instead.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.eof:
+            before = len(self.raw)
+            self.pump(quiet)
+            if len(self.raw) == before:
+                return
+
+    # -- the screen ----------------------------------------------------------------------------
+
+    @property
+    def rows(self) -> int:
+        return int(self.screen.lines)
+
+    @property
+    def cols(self) -> int:
+        return int(self.screen.columns)
+
+    @property
+    def display(self) -> list[str]:
+        """The screen as strings, one per row, trailing blanks removed.
+
+        A wide character (CJK, emoji) is ONE character of the string but takes two columns.
+        """
+        return [line.rstrip() for line in self.screen.display]
+
+    def row(self, n: int) -> str:
+        return self.display[n]
+
+    def text(self) -> str:
+        return "\n".join(self.display)
+
+    @property
+    def cursor(self) -> tuple[int, int]:
+        """(x, y) of the cursor: column and row."""
+        return int(self.screen.cursor.x), int(self.screen.cursor.y)
+
+    def _explain(self, message: str) -> str:
+        numbered = "\n".join(f"{i:3}|{line}" for i, line in enumerate(self.display))
+        parts = [message, f"screen {self.rows}x{self.cols}, cursor {self.cursor}:", numbered]
+        if self.eof:
+            parts.append(f"output after the screen was left: {self.after_exit!r}")
+        return "\n".join(parts)
+
+    # -- typing --------------------------------------------------------------------------------
+
+    def type(self, data: str | bytes) -> None:
+        """Send raw input, as if typed (text is sent as UTF-8)."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.child.send(data)
+
+    def press(self, name: str, times: int = 1) -> None:
+        """Press a key by name (see ``KEYS``), ``times`` times."""
+        self.type(KEYS[name] * times)
+
+    def send_line(self, text: str) -> None:
+        """Type ``text`` and press Enter."""
+        self.type(text)
+        self.press("enter")
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Change the terminal size: the pty's (which sends SIGWINCH) and pyte's."""
+        self.pump(0)  # output drawn for the old size goes to the old-size screen
+        self.screen.resize(rows, cols)
+        self.child.setwinsize(rows, cols)
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def wait_exit(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Read everything until the program ends; its exit status, or 128+N if killed by N."""
+        deadline = time.monotonic() + timeout
+        while self.pump(max(0.0, min(_READ_SLICE, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise AssertionError(self._explain(f"program still running after {timeout:g}s"))
+        return self._reap(deadline)
+
+    def _reap(self, deadline: float) -> int:
+        if self.status is None:
+            # The pty is closed; the process itself is at most a moment from being reapable.
+            while self.child.isalive():
+                if time.monotonic() >= deadline:
+                    raise AssertionError(self._explain("output ended but the process did not"))
+                time.sleep(0.01)
+            if self.child.signalstatus is not None:
+                self.status = 128 + int(self.child.signalstatus)
+            else:
+                self.status = int(self.child.exitstatus)
+        return self.status
+
+    @property
+    def output(self) -> str:
+        """All output so far as text, escape sequences removed."""
+        return strip_escapes(self.raw.decode("utf-8", "replace"))
+
+    @property
+    def left_alternate_screen(self) -> bool:
+        """True if the program switched back from the alternate screen (curses endwin)."""
+        return _EXIT_ALTERNATE_SCREEN in self.raw
+
+    @property
+    def after_exit(self) -> str:
+        """What was printed after curses gave the terminal back, escape sequences removed.
+
+        That is the output after the last exit from the alternate screen, or all output if the
+        program never entered it (e.g. ``--help``, or an error before curses started).
+        """
+        raw = bytes(self.raw)
+        cut = raw.rfind(_EXIT_ALTERNATE_SCREEN)
+        if cut >= 0:
+            raw = raw[cut + len(_EXIT_ALTERNATE_SCREEN) :]
+        text = strip_escapes(raw.decode("utf-8", "replace"))
+        return "\n".join(line.strip() for line in text.splitlines() if line.strip())
+
+    @property
+    def last_line(self) -> str:
+        """The last non-empty line printed after curses ended (the ``talk: ...`` reason)."""
+        lines = self.after_exit.splitlines()
+        return lines[-1] if lines else ""
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        self.child.kill(sig)
+
+    def close(self) -> None:
+        """Kill the program if it is still running and release the pty. Safe to call twice."""
+        if self.child.isalive():
+            self.child.kill(signal.SIGKILL)
+        self.child.close(force=True)
+
+
+class Peer:
+    """A plain UNIX stream socket on the other end of a conversation: what ``nc -U`` would be."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""  # received and not yet returned by read_line
+        self.received = b""  # everything ever received
+        self.eof = False
+
+    @classmethod
+    def connect(cls, path: str | os.PathLike[str], timeout: float = DEFAULT_TIMEOUT) -> Peer:
+        """Connect to ``path``, retrying until someone listens there or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(os.fspath(path))
+            except (FileNotFoundError, ConnectionRefusedError) as error:
+                sock.close()
+                if time.monotonic() >= deadline:
+                    message = f"nobody accepted on {path} within {timeout:g}s: {error}"
+                    raise AssertionError(message) from None
+                time.sleep(0.02)
+                continue
+            return cls(sock)
+
+    @classmethod
+    def listen(cls, path: str | os.PathLike[str]) -> Listener:
+        """Listen on ``path`` (a server the test controls); ``.accept()`` gives the Peer."""
+        return Listener(path)
+
+    def send(self, data: str | bytes) -> None:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.sock.sendall(data)
+
+    def send_line(self, text: str) -> None:
+        self.send(text.encode("utf-8") + b"\n")
+
+    def _recv(self, deadline: float) -> bool:
+        """Receive once before ``deadline``; False if nothing came (timeout or EOF)."""
+        if self.eof:
+            return False
+        self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+        try:
+            data = self.sock.recv(1 << 16)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buffer += data
+        self.received += data
+        return True
+
+    def read_line(self, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        """The next line received, with its b'\\n'; AssertionError if none is complete in time."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            if not self._recv(deadline) and (self.eof or time.monotonic() >= deadline):
+                why = "connection closed" if self.eof else f"timed out after {timeout:g}s"
+                raise AssertionError(f"no complete line: {why}; received so far {self.received!r}")
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line + b"\n"
+
+    def read_lines(self, n: int, timeout: float = DEFAULT_TIMEOUT) -> list[bytes]:
+        """The next ``n`` lines, all within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        return [self.read_line(max(0.0, deadline - time.monotonic())) for _ in range(n)]
+
+    def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """Read until the other side closes; True at EOF, False if still open after ``timeout``.
+
+        What arrives meanwhile is kept in ``buffer`` and ``received``.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.eof and time.monotonic() < deadline:
+            self._recv(deadline)
+        return self.eof
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Listener:
+    """A listening UNIX socket at ``path``; close() also closes the accepted Peers and removes
+    the socket file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(5)
+        self.accepted: list[Peer] = []
+
+    def accept(self, timeout: float = DEFAULT_TIMEOUT) -> Peer:
+        self.sock.settimeout(timeout)
+        try:
+            conn, _ = self.sock.accept()
+        except socket.timeout:
+            raise AssertionError(f"nobody connected to {self.path} within {timeout:g}s") from None
+        conn.settimeout(None)
+        self.accepted.append(Peer(conn))
+        return self.accepted[-1]
+
+    def close(self) -> None:
+        for peer in self.accepted:
+            peer.close()
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
