@@ -1,0 +1,950 @@
+#!/usr/bin/env python3
+"""talk: two people on one UNIX machine chat, line by line, over a UNIX socket.
+
+This is the program from the Pubmarine "Getting Started" guide, made robust enough to use.
+Read it top to bottom:
+
+1. pure helpers (no curses, no sockets): framing a byte stream into lines, making text safe
+   to draw, the line being typed, the wrapped and scrollable history;
+2. ``Display``: everything curses, a context manager like in the guide;
+3. ``TalkProtocol``: everything socket, an ``asyncio.Protocol`` like in the guide;
+4. socket set-up: connect to someone already waiting, or wait on the socket ourselves;
+5. ``main()``: one ``PubPen`` wired to the two halves, and the exit status.
+
+The halves never call each other: they publish and subscribe to events on the shared
+``PubPen``.
+
+==============  ==========================  ================================================
+event           arguments                   meaning
+==============  ==========================  ================================================
+``typed``       key (``str`` or ``int``)    the user pressed a key (``int``: curses KEY_*)
+``outgoing``    text                        the user sent a line; it goes on the wire
+``incoming``    text, who                   a line to show in the conversation
+``error``       message                     a problem to show on the status line
+``info``        message                     news to show on the status line
+``conn_lost``   reason                      the conversation is over (the peer went away)
+``quit``        reason, exit status         the program should end (new: ``.``, signals)
+==============  ==========================  ================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import codecs
+import contextlib
+import curses
+import errno
+import fcntl
+import locale
+import os
+import pwd
+import signal
+import socket
+import stat
+import struct
+import sys
+import traceback
+import unicodedata
+from collections import deque
+from collections.abc import Iterable
+from functools import partial
+from typing import Any, Union
+
+from pubmarine import PubPen
+
+PATH = "/var/tmp/talk.sock"
+
+MYSELF = "<myself>"
+YOU = "<you>"
+
+#: One line on the wire is at most this many bytes; the rest of a longer one is dropped.
+MAX_LINE_BYTES = 64 * 1024
+CUT_MARK = " [line cut]"
+#: How many messages the conversation keeps for scrolling back.
+HISTORY_LENGTH = 5000
+#: The smallest terminal the layout fits in: status, rule, one line of talk, rule, input.
+MIN_ROWS, MIN_COLS = 5, 20
+#: The one line a busy socket says to a third caller before hanging up.
+BUSY_LINE = "talk: busy: someone is already talking on this socket"
+#: How long to wait for another talk that is setting up the same socket.
+LOCK_TIMEOUT = 5.0
+#: How long to let unsent lines drain when hanging up.
+HANGUP_TIMEOUT = 0.4
+
+Key = Union[str, int]
+
+
+class TalkError(Exception):
+    """A problem to report as one ``talk: ...`` line, ending the program with status 1."""
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Pure helpers
+# ---------------------------------------------------------------------------------------------
+
+
+class LineDecoder:
+    """Cut a stream of bytes into whole lines of text.
+
+    A socket delivers bytes in whatever pieces the kernel likes: two quick messages can
+    arrive together, one message (or one UTF-8 character) can arrive in two halves. Feed
+    every piece in; get back only complete lines, in order. Invalid UTF-8 becomes U+FFFD.
+    A line longer than ``max_bytes`` is cut there and marked; the rest of it is dropped as
+    it arrives, so a peer that never sends a newline cannot make us use more memory.
+    """
+
+    def __init__(self, max_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._pending = bytearray()
+        self._cut = False
+
+    def feed(self, data: bytes) -> list[str]:
+        """Add bytes from the stream; return the lines they complete."""
+        lines = []
+        start = 0
+        # b'\n' never occurs inside a multibyte UTF-8 character, so splitting bytes is safe.
+        while (end := data.find(b"\n", start)) >= 0:
+            self._keep(data[start:end])
+            lines.append(self._take_line())
+            start = end + 1
+        self._keep(data[start:])
+        return lines
+
+    def finish(self) -> list[str]:
+        """The stream ended: a last line without its newline still counts."""
+        if self._pending or self._cut:
+            return [self._take_line()]
+        return []
+
+    def _keep(self, chunk: bytes) -> None:
+        room = self.max_bytes - len(self._pending)
+        if len(chunk) > room:
+            chunk = chunk[:room]
+            self._cut = True
+        self._pending += chunk
+
+    def _take_line(self) -> str:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # final=False when cut: a character split by the cut is dropped, not shown as U+FFFD.
+        text = decoder.decode(bytes(self._pending), final=not self._cut)
+        if self._cut:
+            text += CUT_MARK
+        elif text.endswith("\r"):
+            text = text[:-1]  # a peer that ends lines with CRLF
+        self._pending.clear()
+        self._cut = False
+        return text
+
+
+def printable(text: str) -> str:
+    """Return ``text`` with everything that would act on a terminal made visible and inert.
+
+    Control characters are what let a message move the cursor, clear the screen or rewrite
+    a line so that it looks like one of yours. C0 controls and DEL are spelled in caret
+    notation (``^M``, ``^[``, ``^?``); C1 controls, format characters (bidirectional
+    overrides, zero-width spaces), line separators, private-use and unassigned code points
+    as ``<U+XXXX>``.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch.isprintable() or unicodedata.category(ch) == "Zs":
+            out.append(ch)  # Zs: no-break and other spaces, harmless
+        elif code < 0x20 or code == 0x7F:
+            out.append("^" + chr(code ^ 0x40))
+        else:
+            out.append(f"<U+{code:04X}>")
+    return "".join(out)
+
+
+def char_width(ch: str) -> int:
+    """Columns ``ch`` takes on a terminal: 2 for wide (CJK, most emoji), 0 for combining."""
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def text_width(text: Iterable[str]) -> int:
+    """Columns a run of printable characters takes."""
+    return sum(map(char_width, text))
+
+
+def clip(text: str, width: int) -> str:
+    """The longest start of ``text`` that fits in ``width`` columns."""
+    used = 0
+    for i, ch in enumerate(text):
+        used += char_width(ch)
+        if used > width:
+            return text[:i]
+    return text
+
+
+def wrap(text: str, width: int, indent: int = 0) -> list[str]:
+    """Break printable ``text`` into rows at most ``width`` columns wide.
+
+    Rows break after a space where there is one, inside a word where there is not, and
+    never inside a character. Rows after the first start with ``indent`` spaces: that is
+    what stops a message from drawing something at the start of a row that looks like a
+    message of its own.
+    """
+    rows: list[str] = []
+    room = width
+    cells: list[str] = []  # characters of the row being filled
+    used = 0  # columns they take
+    after_space = 0  # len(cells) just after the row's last space, 0 if none
+    for ch in text:
+        w = char_width(ch)
+        if used + w > room and cells:
+            carry: list[str] = []
+            if ch != " " and 0 < after_space < len(cells):
+                carry = cells[after_space:]  # move the unfinished word to the next row
+                del cells[after_space:]
+            rows.append("".join(cells))
+            room = width - indent
+            cells, used, after_space = carry, text_width(carry), 0
+            if ch == " " and not cells:
+                continue  # a space at a break would only push the next row right
+        cells.append(ch)
+        used += w
+        if ch == " ":
+            after_space = len(cells)
+    rows.append("".join(cells))
+    return rows[:1] + [" " * indent + row for row in rows[1:]]
+
+
+class InputLine:
+    """The line being typed, with the editing keys a shell user expects.
+
+    Keeps the text and a cursor, and works out which part of a line wider than the screen
+    is in view (it scrolls sideways to keep the cursor visible).
+    """
+
+    def __init__(self) -> None:
+        self.chars: list[str] = []
+        self.cursor = 0  # index into chars where typing goes
+        self._first = 0  # index of the first character in view
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chars)
+
+    def insert(self, ch: str) -> None:
+        self.chars.insert(self.cursor, ch)
+        self.cursor += 1
+
+    def backspace(self) -> None:
+        if self.cursor:
+            self.cursor -= 1
+            del self.chars[self.cursor]
+
+    def delete(self) -> None:
+        del self.chars[self.cursor : self.cursor + 1]
+
+    def left(self) -> None:
+        self.cursor = max(0, self.cursor - 1)
+
+    def right(self) -> None:
+        self.cursor = min(len(self.chars), self.cursor + 1)
+
+    def home(self) -> None:
+        self.cursor = 0
+
+    def end(self) -> None:
+        self.cursor = len(self.chars)
+
+    def clear(self) -> None:
+        self.chars.clear()
+        self.cursor = self._first = 0
+
+    def delete_word(self) -> None:
+        """Delete the word before the cursor and the spaces after it, like Ctrl-W in a shell."""
+        start = self.cursor
+        while start and self.chars[start - 1] == " ":
+            start -= 1
+        while start and self.chars[start - 1] != " ":
+            start -= 1
+        del self.chars[start : self.cursor]
+        self.cursor = start
+
+    def take(self) -> str:
+        """Return the text and start a new, empty line."""
+        text = self.text
+        self.clear()
+        return text
+
+    def view(self, width: int) -> tuple[str, int]:
+        """What fits in ``width`` columns around the cursor, and the cursor's column in it."""
+        chars, cursor = self.chars, self.cursor
+        first = min(self._first, cursor)
+        # Scroll right until the cursor has a cell of its own inside the width ...
+        before = text_width(chars[first:cursor])
+        while before >= width and first < cursor:
+            before -= char_width(chars[first])
+            first += 1
+        # ... and back left while there is room, so deleting shows the earlier text again.
+        shown = before + text_width(chars[cursor : cursor + width])
+        while first and shown + char_width(chars[first - 1]) < width:
+            first -= 1
+            step = char_width(chars[first])
+            before += step
+            shown += step
+        self._first = first
+        return clip("".join(chars[first : first + width]), width), before
+
+
+class Message:
+    """One line of the conversation, as shown: who said it and the (printable) text."""
+
+    __slots__ = ("_rows", "_width", "text", "who")
+
+    def __init__(self, who: str, text: str) -> None:
+        self.who = who
+        self.text = printable(text)
+        self._width = 0
+        self._rows: list[str] = []
+
+    def rows(self, width: int) -> list[str]:
+        """The message wrapped to ``width`` columns (remembered for the last width asked)."""
+        if width != self._width:
+            indent = len(self.who) + 1
+            if width - indent < 10:
+                indent = 2  # a narrow screen: keep most of the row for the text
+            self._rows = wrap(f"{self.who} {self.text}", width, indent)
+            self._width = width
+        return self._rows
+
+
+class History:
+    """The conversation so far: the last ``limit`` messages, and how far back we look.
+
+    ``scroll`` counts rows back from the newest. While it is non-zero the view stays on
+    what the user is reading even as new messages arrive.
+    """
+
+    def __init__(self, limit: int = HISTORY_LENGTH) -> None:
+        self.messages: deque[Message] = deque(maxlen=limit)
+        self.scroll = 0
+        self._width = 0  # the width of the last window() asked for
+
+    def add(self, who: str, text: str) -> None:
+        message = Message(who, text)
+        self.messages.append(message)
+        if self.scroll:
+            self.scroll += len(message.rows(self._width))
+
+    def page_up(self, height: int) -> None:
+        self.scroll += max(1, height - 1)  # window() stops it at the oldest row
+
+    def page_down(self, height: int) -> None:
+        self.scroll = max(0, self.scroll - max(1, height - 1))
+
+    def window(self, width: int, height: int) -> list[str]:
+        """The rows to show in a ``width`` x ``height`` area, oldest first."""
+        self._width = width
+        wanted = height + self.scroll
+        chunks: list[list[str]] = []
+        have = 0
+        for message in reversed(self.messages):
+            rows = message.rows(width)
+            chunks.append(rows)
+            have += len(rows)
+            if have >= wanted:
+                break
+        rows = [row for chunk in reversed(chunks) for row in chunk]
+        self.scroll = max(0, min(self.scroll, len(rows) - height))
+        end = len(rows) - self.scroll
+        return rows[max(0, end - height) : end]
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The display: everything that touches curses
+# ---------------------------------------------------------------------------------------------
+
+ENTER_KEYS = ("\n", "\r", curses.KEY_ENTER)
+BACKSPACE_KEYS = (curses.KEY_BACKSPACE, "\x7f", "\x08")
+#: Editing keys and what they do to the InputLine.
+EDIT_KEYS = {
+    curses.KEY_DC: InputLine.delete,
+    curses.KEY_LEFT: InputLine.left,
+    curses.KEY_RIGHT: InputLine.right,
+    curses.KEY_HOME: InputLine.home,
+    "\x01": InputLine.home,  # Ctrl-A
+    curses.KEY_END: InputLine.end,
+    "\x05": InputLine.end,  # Ctrl-E
+    "\x15": InputLine.clear,  # Ctrl-U
+    "\x17": InputLine.delete_word,  # Ctrl-W
+}
+for _key in BACKSPACE_KEYS:
+    EDIT_KEYS[_key] = InputLine.backspace
+#: At most this many keys are read in one go, so a big paste cannot starve the socket.
+KEYS_PER_READ = 512
+
+
+class Display:
+    """The terminal: status line, conversation, input line. Only this class touches curses.
+
+    Layout, as in the guide::
+
+        row 0          status line (info, error, conn_lost)
+        row 1          ----------
+        rows 2..R-3    the conversation
+        row R-2        ==========
+        row R-1        the input line
+
+    Use it as a context manager: entering sets the terminal up, leaving always restores it.
+    """
+
+    def __init__(self, pubpen: PubPen) -> None:
+        self.pubpen = pubpen
+        self.history = History()
+        self.input = InputLine()
+        self.status = ""
+        self._redraw_pending = False
+        self._idle_reads = 0
+
+        self.pubpen.subscribe("incoming", self.show_message)
+        self.pubpen.subscribe("typed", self.show_typing)
+        self.pubpen.subscribe("error", self.show_error)
+        self.pubpen.subscribe("info", self.show_error)
+        self.pubpen.subscribe("conn_lost", self.show_error)
+
+    def __enter__(self) -> Display:
+        os.environ.setdefault("ESCDELAY", "25")  # a lone Esc should not stall the keyboard
+        for name in ("LINES", "COLUMNS"):  # stale after the first resize; ask the terminal
+            os.environ.pop(name, None)
+        self.stdscr = curses.initscr()
+        try:
+            curses.noecho()
+            curses.cbreak()
+            self.stdscr.keypad(True)
+            # get_wch() never waits: it is only called when the event loop saw a key coming.
+            self.stdscr.nodelay(True)
+            with contextlib.suppress(curses.error):
+                curses.curs_set(1)
+            loop = self.pubpen.loop
+            # No thread blocked in getch(): the loop watches stdin, so quitting is immediate.
+            loop.add_reader(sys.stdin.fileno(), self.read_keys)
+            loop.add_signal_handler(signal.SIGWINCH, self.resize)
+            self.draw()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        loop = self.pubpen.loop
+        if not loop.is_closed():
+            loop.remove_reader(sys.stdin.fileno())
+            loop.remove_signal_handler(signal.SIGWINCH)
+        with contextlib.suppress(curses.error):
+            self.stdscr.keypad(False)
+            curses.nocbreak()
+            curses.echo()
+        with contextlib.suppress(curses.error):
+            curses.endwin()
+
+    # -- keyboard ---------------------------------------------------------------------------
+
+    def read_keys(self) -> None:
+        """Publish a ``typed`` event for each key waiting on stdin, without blocking."""
+        for _ in range(KEYS_PER_READ):
+            try:
+                key = self.stdscr.get_wch()
+            except curses.error:  # nothing (more) to read
+                break
+            self._idle_reads = 0
+            self.pubpen.publish("typed", key)
+        else:
+            # More may be waiting; read it after whatever else is due, not before.
+            self.pubpen.loop.call_soon(self.read_keys)
+            return
+        self._idle_reads += 1
+        if self._idle_reads > 100:
+            # stdin keeps saying "readable" but holds no key: the terminal has gone away.
+            self.pubpen.loop.remove_reader(sys.stdin.fileno())
+            self.pubpen.publish("quit", "the terminal went away", 1)
+
+    def show_typing(self, key: Key) -> None:
+        """Handle one key: edit the input line, send it, quit, or scroll the conversation."""
+        if key in ENTER_KEYS:
+            self.send_line()
+        elif key in EDIT_KEYS:
+            EDIT_KEYS[key](self.input)
+        elif key == curses.KEY_PPAGE:
+            self.history.page_up(self.chat_height)
+        elif key == curses.KEY_NPAGE:
+            self.history.page_down(self.chat_height)
+        elif key == "\x0c":  # Ctrl-L: repaint everything
+            self.stdscr.clearok(True)
+        elif key == curses.KEY_RESIZE:
+            pass  # the new size is picked up by the redraw below
+        elif isinstance(key, str) and key.isprintable():
+            self.input.insert(key)
+        else:
+            return  # other function keys and control characters do nothing
+        self.redraw()
+
+    def send_line(self) -> None:
+        line = self.input.text
+        if line == ".":
+            self.pubpen.publish("quit", "you ended the conversation", 0)
+            return
+        self.input.clear()
+        if line:
+            self.pubpen.publish("outgoing", line)
+            self.show_message(line, MYSELF)
+
+    # -- event callbacks ----------------------------------------------------------------------
+
+    def show_message(self, message: str, user: str) -> None:
+        """Add a line to the conversation (``user`` is ``<myself>`` or ``<you>``)."""
+        self.history.add(user, message)
+        self.redraw()
+
+    def show_error(self, message: object) -> None:
+        """Show news or a problem on the status line."""
+        self.status = printable(str(message))
+        self.redraw()
+
+    def resize(self) -> None:
+        """SIGWINCH: the terminal changed size; lay everything out again."""
+        with contextlib.suppress(OSError):
+            size = os.get_terminal_size(sys.stdin.fileno())
+            curses.resizeterm(size.lines, size.columns)
+        self.redraw()
+
+    # -- drawing ----------------------------------------------------------------------------
+
+    @property
+    def chat_height(self) -> int:
+        return max(1, self.stdscr.getmaxyx()[0] - 4)
+
+    def redraw(self) -> None:
+        """Ask for the screen to be drawn once the events that are due have all been handled.
+
+        A burst of 5000 incoming lines then costs one screen update, not 5000.
+        """
+        if not self._redraw_pending:
+            self._redraw_pending = True
+            self.pubpen.loop.call_soon(self.draw)
+
+    def draw(self) -> None:
+        self._redraw_pending = False
+        scr = self.stdscr
+        scr.erase()
+        rows, cols = scr.getmaxyx()
+        if rows < MIN_ROWS or cols < MIN_COLS:
+            self.draw_too_small(rows, cols)
+        else:
+            self.put(0, clip(self.status, cols))
+            self.put(1, "-" * (cols - 1))
+            for y, line in enumerate(self.history.window(cols, rows - 4), start=2):
+                self.put(y, line)
+            rule = "=" * (cols - 1)
+            if self.history.scroll:
+                rule = " more below: PageDown ".center(cols - 1, "=")
+            self.put(rows - 2, rule)
+            text, x = self.input.view(cols - 1)  # the last cell of the screen stays empty
+            self.put(rows - 1, text)
+            scr.move(rows - 1, x)
+        with contextlib.suppress(curses.error):  # e.g. the terminal was closed under us
+            scr.refresh()
+
+    def draw_too_small(self, rows: int, cols: int) -> None:
+        note = wrap(f"terminal too small (need {MIN_COLS}x{MIN_ROWS})", max(1, cols - 1))
+        for y, line in enumerate(note[:rows]):
+            self.put(y, clip(line.strip(), cols - 1))
+
+    def put(self, y: int, text: str) -> None:
+        """Write one row. ``text`` must already be printable and fit."""
+        with contextlib.suppress(curses.error):
+            # curses reports an error after writing the very last cell of a window, because
+            # the cursor cannot move past it; the text is on the screen all the same.
+            self.stdscr.addstr(y, 0, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. The network: everything that touches the socket
+# ---------------------------------------------------------------------------------------------
+
+
+class TalkProtocol(asyncio.Protocol):
+    """Our end of the conversation: lines on the socket in, events on the PubPen out.
+
+    The wire format is one UTF-8 line per message, ending in ``\\n``, so ``nc -U PATH``
+    can take part in a conversation.
+    """
+
+    def __init__(self, pubpen: PubPen, *, caller: bool = False) -> None:
+        self.pubpen = pubpen
+        self.caller = caller  # we dialled: the other end may answer that it is busy
+        self.transport: asyncio.Transport | None = None
+        self.decoder = LineDecoder()
+        self.unsent: list[bytes] = []  # lines typed before anyone connected
+        self.closed: asyncio.Future[None] = pubpen.loop.create_future()
+
+        self.pubpen.subscribe("outgoing", self.send_message)
+        self.pubpen.subscribe("quit", self.hang_up)
+
+    def send_message(self, message: str) -> None:
+        data = (message + "\n").encode("utf-8", errors="replace")
+        if self.transport is None:
+            self.unsent.append(data)
+        else:
+            self.transport.write(data)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        who = peer_name(transport.get_extra_info("socket"))
+        self.pubpen.publish("info", f"Talking to {who} - type . alone on a line to quit")
+        for data in self.unsent:
+            transport.write(data)
+        self.unsent.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.show_lines(self.decoder.feed(data))
+
+    def eof_received(self) -> None:
+        self.show_lines(self.decoder.finish())
+
+    def show_lines(self, lines: list[str]) -> None:
+        for line in lines:
+            if self.caller and line == BUSY_LINE:
+                self.pubpen.publish(
+                    "quit",
+                    "someone is already talking on this socket; "
+                    "use --socket PATH to start another conversation",
+                    1,
+                )
+                self.caller = False
+                return
+            self.caller = False  # only the very first line can be the busy notice
+            self.pubpen.publish("incoming", line, YOU)
+
+    def error_received(self, exc: Exception) -> None:
+        self.pubpen.publish("error", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self.pubpen.publish("conn_lost", "the other side closed the connection")
+        else:
+            self.pubpen.publish("conn_lost", f"connection lost: {exc}")
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def hang_up(self, *reason: object) -> None:
+        """``quit``: close our end once what we wrote has been sent."""
+        if self.transport is not None:
+            self.transport.close()
+        elif not self.closed.done():
+            self.closed.set_result(None)
+
+
+class BusyProtocol(asyncio.Protocol):
+    """What a third caller gets: one line saying the socket is busy, then the line goes dead."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(BUSY_LINE.encode() + b"\n")
+        transport.close()
+
+
+def peer_name(sock: Any) -> str:
+    """Who is at the other end, from the kernel (SO_PEERCRED), never from what they send."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (AttributeError, OSError):
+        return "someone (identity unknown)"
+    pid, uid, _gid = struct.unpack("3i", creds)
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid {uid}"
+    return f"{printable(name)} (pid {pid})"
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Socket set-up: call whoever waits on the socket, or wait there ourselves
+# ---------------------------------------------------------------------------------------------
+
+
+class Line:
+    """An open conversation: the protocol, and for the side that answered, its server."""
+
+    def __init__(
+        self,
+        protocol: TalkProtocol,
+        server: asyncio.AbstractServer | None = None,
+        path: str = "",
+        identity: tuple[int, int] = (0, 0),
+    ) -> None:
+        self.protocol = protocol
+        self.server = server
+        self.path = path
+        self.identity = identity  # (st_dev, st_ino) of the socket file we created
+
+    async def hang_up(self) -> None:
+        """Remove our socket file, stop listening, and let what we wrote go out."""
+        if self.server is not None:
+            with contextlib.suppress(OSError):
+                st = os.lstat(self.path)
+                if (st.st_dev, st.st_ino) == self.identity:  # never someone else's file
+                    os.unlink(self.path)
+            self.server.close()
+        self.protocol.hang_up()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.protocol.closed), HANGUP_TIMEOUT)
+        if self.protocol.transport is not None:
+            self.protocol.transport.abort()
+
+
+class Switchboard:
+    """The server's protocol factory: the first caller gets the conversation, later ones
+    are told the socket is busy (the two who are talking notice nothing)."""
+
+    def __init__(self, protocol: TalkProtocol) -> None:
+        self.protocol = protocol
+        self.answered = False
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.answered:
+            return BusyProtocol()
+        self.answered = True
+        return self.protocol
+
+
+def check_path(path: str) -> os.stat_result | None:
+    """What is at ``path``: nothing (None) or a socket. Anything else is not ours to touch."""
+    if not path or "\0" in path:
+        raise TalkError(f"{path!r} is not a usable socket path")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise TalkError(f"cannot use {path}: {e.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise TalkError(
+            f"{path} exists and is not a socket; leaving it alone "
+            "(use --socket PATH to choose another path)"
+        )
+    return st
+
+
+@contextlib.asynccontextmanager
+async def setup_lock(path: str) -> Any:
+    """Hold an exclusive lock on the socket's directory while we connect or set up.
+
+    Without it two talks started at the same instant could both find nothing listening,
+    and the second would replace the first one's socket (a refused connection cannot tell
+    a dead socket from one whose owner is between bind() and listen()). With it, whoever
+    holds the lock sees the truth: a socket that refuses is stale.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise TalkError(f"cannot create socket {path}: {directory} does not exist") from None
+    except OSError:
+        yield  # an unreadable directory cannot be locked; go on without the lock
+        return
+    try:
+        deadline = asyncio.get_running_loop().time() + LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TalkError(f"timed out waiting for the lock on {directory}") from None
+                await asyncio.sleep(0.01)  # another talk is setting up; it takes milliseconds
+            except OSError:
+                break  # this file system cannot lock; go on without the lock
+        yield
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+async def open_line(pubpen: PubPen, path: str) -> Line:
+    """Connect to whoever waits on ``path``; if nobody does, wait there for someone."""
+    loop = pubpen.loop
+    check_path(path)
+    async with setup_lock(path):
+        try:
+            # Try the client side first, as in the guide.
+            _transport, protocol = await loop.create_unix_connection(
+                partial(TalkProtocol, pubpen, caller=True), path
+            )
+            assert isinstance(protocol, TalkProtocol)
+            return Line(protocol)
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass  # nobody is there: we answer
+        except OSError as e:
+            raise TalkError(f"cannot connect to {path}: {e.strerror or e}") from None
+
+        sock = listen_on(path)
+        st = os.stat(path)
+        protocol = TalkProtocol(pubpen)
+        server = await loop.create_unix_server(Switchboard(protocol), sock=sock)
+    pubpen.publish("info", f"Waiting for someone to connect to {path}")
+    return Line(protocol, server, path, (st.st_dev, st.st_ino))
+
+
+def listen_on(path: str) -> socket.socket:
+    """Create the listening socket at ``path``, replacing a stale one. Call under the lock."""
+    old = check_path(path)
+    if old is not None:
+        # Nobody answered while we hold the lock, so this socket is left over from a talk
+        # that died without cleaning up.
+        try:
+            os.unlink(path)
+        except PermissionError:
+            owner = owner_name(old.st_uid)
+            raise TalkError(
+                f"{path} is a stale socket owned by {owner} and cannot be removed; "
+                "use --socket PATH to choose another path"
+            ) from None
+        except FileNotFoundError:
+            pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        # Talk is between users: let everyone on the machine connect (the umask would not).
+        os.chmod(path, 0o666)
+        sock.listen(8)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise TalkError(f"{path} was taken by another program just now; try again") from None
+        raise TalkError(f"cannot create socket {path}: {e.strerror or e}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def owner_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. main(): wire one PubPen to the two halves
+# ---------------------------------------------------------------------------------------------
+
+#: Signals that end the program cleanly, the reason shown, and the exit status (128 + n).
+ENDING_SIGNALS = {
+    signal.SIGINT: "interrupted",
+    signal.SIGTERM: "terminated",
+    signal.SIGHUP: "hung up",
+    signal.SIGQUIT: "quit",
+}
+
+
+async def converse(pubpen: PubPen, path: str) -> tuple[str, int]:
+    """Run one conversation on ``path``; return why it ended and the exit status."""
+    loop = pubpen.loop
+    ending: asyncio.Future[tuple[str, int]] = loop.create_future()
+
+    def finish(reason: str, status: int = 0) -> None:
+        if not ending.done():
+            ending.set_result((reason, status))
+
+    pubpen.subscribe("quit", finish)
+    pubpen.subscribe("conn_lost", finish)
+    for signum, reason in ENDING_SIGNALS.items():
+        loop.add_signal_handler(signum, pubpen.publish, "quit", reason, 128 + signum)
+    try:
+        line = await open_line(pubpen, path)
+        try:
+            return await ending
+        finally:
+            await line.hang_up()
+    finally:
+        for signum in ENDING_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+def check_terminal() -> None:
+    """Curses needs a real terminal that it knows how to drive."""
+    if not os.isatty(sys.stdin.fileno()):
+        raise TalkError("standard input is not a terminal")
+    if not os.isatty(sys.stdout.fileno()):
+        raise TalkError("standard output is not a terminal")
+    try:
+        curses.setupterm(fd=sys.stdout.fileno())
+    except curses.error:
+        term = os.environ.get("TERM", "")
+        raise TalkError(f"unknown terminal type {term!r} (check TERM)") from None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="talk",
+        description=(
+            "Chat, line by line, with another person logged into this machine. The first "
+            "to start talk waits on the socket; the second connects to it. Type a line and "
+            'press Enter to send it; a line with only "." quits.'
+        ),
+    )
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=PATH,
+        help=f"the UNIX socket to meet on (default: {PATH}); pick another to have a "
+        "conversation of your own",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        locale.setlocale(locale.LC_ALL, "")  # curses needs it for anything beyond ASCII
+    except locale.Error:
+        with contextlib.suppress(locale.Error):
+            locale.setlocale(locale.LC_ALL, "C.UTF-8")
+
+    crashes: list[dict[str, Any]] = []
+    loop = asyncio.new_event_loop()
+    pubpen = PubPen(loop)
+
+    def crashed(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # A callback raised: end the program; main() prints the traceback once the
+        # terminal is restored.
+        crashes.append(context)
+        pubpen.publish("quit", "internal error", 1)
+
+    loop.set_exception_handler(crashed)
+    try:
+        check_terminal()
+        with Display(pubpen):
+            reason, status = loop.run_until_complete(converse(pubpen, args.socket))
+    except TalkError as e:
+        reason, status = str(e), 1
+    except KeyboardInterrupt:
+        reason, status = "interrupted", 128 + signal.SIGINT
+    finally:
+        loop.close()
+    # The terminal is restored by now (Display has exited).
+    for context in crashes:
+        report_crash(context)
+    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+        print(f"talk: {reason}", file=sys.stderr, flush=True)
+    return 1 if crashes else status
+
+
+def report_crash(context: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        print(f"talk: {context.get('message', 'unexpected error')}", file=sys.stderr)
+        exc = context.get("exception")
+        if isinstance(exc, BaseException):
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
