@@ -377,19 +377,19 @@ async def test_connecting_publishes_who_is_at_the_other_end() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_busy_notice_ends_the_call_only_for_the_caller() -> None:
-    for caller in (True, False):
-        pubpen = PubPen(asyncio.get_running_loop())
-        quits: list[tuple[str, int]] = []
-        shown: list[str] = []
-        pubpen.subscribe("quit", lambda reason, status: quits.append((reason, status)))
-        pubpen.subscribe("incoming", lambda text, who: shown.append(text))
-        protocol, theirs = await _connected_pair(pubpen, caller=caller)
-        theirs.sendall(talk.BUSY_LINE.encode() + b"\n")
-        theirs.close()
-        await asyncio.wait_for(protocol.closed, 5)
-        await pubpen.drain()
-        if caller:
-            assert [status for _reason, status in quits] == [1] and shown == []
-        else:
-            assert quits == [] and shown == [talk.BUSY_LINE]
+@pytest.mark.parametrize("caller", [True, False])
+async def test_a_busy_notice_ends_the_call_only_for_the_caller(caller: bool) -> None:
+    pubpen = PubPen(asyncio.get_running_loop())
+    quits: list[tuple[str, int]] = []
+    shown: list[str] = []
+    pubpen.subscribe("quit", lambda reason, status: quits.append((reason, status)))
+    pubpen.subscribe("incoming", lambda text, who: shown.append(text))
+    protocol, theirs = await _connected_pair(pubpen, caller=caller)
+    theirs.sendall(talk.BUSY_LINE.encode() + b"\n")
+    theirs.close()
+    await asyncio.wait_for(protocol.closed, 5)
+    await pubpen.drain()
+    if caller:
+        assert [status for _reason, status in quits] == [1] and shown == []
+    else:
+        assert quits == [] and shown == [talk.BUSY_LINE]
