@@ -578,9 +578,9 @@ class TalkProtocol(asyncio.Protocol):
     can take part in a conversation.
     """
 
-    def __init__(self, pubpen: PubPen, *, caller: bool = False) -> None:
+    def __init__(self, pubpen: PubPen, *, dialled: str = "") -> None:
         self.pubpen = pubpen
-        self.caller = caller  # we dialled: the other end may answer that it is busy
+        self.dialled = dialled  # the path we called, if we did: it may answer that it is busy
         self.transport: asyncio.Transport | None = None
         self.decoder = LineDecoder()
         self.unsent: list[bytes] = []  # lines typed before anyone connected
@@ -613,16 +613,16 @@ class TalkProtocol(asyncio.Protocol):
 
     def show_lines(self, lines: list[str]) -> None:
         for line in lines:
-            if self.caller and line == BUSY_LINE:
+            if self.dialled and line == BUSY_LINE:
                 self.pubpen.publish(
                     "quit",
-                    "someone is already talking on this socket; "
+                    f"{self.dialled} is busy: two people are already talking there; "
                     "use --socket PATH to start another conversation",
                     1,
                 )
-                self.caller = False
+                self.dialled = ""
                 return
-            self.caller = False  # only the very first line can be the busy notice
+            self.dialled = ""  # only the very first line can be the busy notice
             self.pubpen.publish("incoming", line, YOU)
 
     def error_received(self, exc: Exception) -> None:
@@ -777,7 +777,7 @@ async def open_line(pubpen: PubPen, path: str) -> Line:
         try:
             # Try the client side first, as in the guide.
             _transport, protocol = await loop.create_unix_connection(
-                partial(TalkProtocol, pubpen, caller=True), path
+                partial(TalkProtocol, pubpen, dialled=path), path
             )
             assert isinstance(protocol, TalkProtocol)
             return Line(protocol)

@@ -300,9 +300,7 @@ def test_reading_back_is_not_disturbed_by_new_messages() -> None:
 # -- TalkProtocol over a real socket pair ----------------------------------------------------
 
 
-async def _connected_pair(
-    pubpen: PubPen, **kwargs: bool
-) -> tuple[talk.TalkProtocol, socket.socket]:
+async def _connected_pair(pubpen: PubPen, **kwargs: str) -> tuple[talk.TalkProtocol, socket.socket]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     theirs.setblocking(False)
     _transport, protocol = await pubpen.loop.create_connection(
@@ -379,17 +377,19 @@ async def test_connecting_publishes_who_is_at_the_other_end() -> None:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("caller", [True, False])
 async def test_a_busy_notice_ends_the_call_only_for_the_caller(caller: bool) -> None:
+    dialled = "/some/path" if caller else ""
     pubpen = PubPen(asyncio.get_running_loop())
     quits: list[tuple[str, int]] = []
     shown: list[str] = []
     pubpen.subscribe("quit", lambda reason, status: quits.append((reason, status)))
     pubpen.subscribe("incoming", lambda text, who: shown.append(text))
-    protocol, theirs = await _connected_pair(pubpen, caller=caller)
+    protocol, theirs = await _connected_pair(pubpen, dialled=dialled)
     theirs.sendall(talk.BUSY_LINE.encode() + b"\n")
     theirs.close()
     await asyncio.wait_for(protocol.closed, 5)
     await pubpen.drain()
     if caller:
-        assert [status for _reason, status in quits] == [1] and shown == []
+        assert len(quits) == 1 and shown == []
+        assert quits[0][0].startswith("/some/path is busy") and quits[0][1] == 1
     else:
         assert quits == [] and shown == [talk.BUSY_LINE]
