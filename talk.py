@@ -200,8 +200,11 @@ def wrap(text: str, width: int, indent: int = 0) -> list[str]:
         if used + w > room and cells:
             carry: list[str] = []
             if ch != " " and 0 < after_space < len(cells):
-                carry = cells[after_space:]  # move the unfinished word to the next row
-                del cells[after_space:]
+                carry = cells[after_space:]  # move the unfinished word to the next row ...
+                if text_width(carry) + w <= width - indent:
+                    del cells[after_space:]
+                else:
+                    carry = []  # ... unless it would not fit there either: break inside it
             rows.append("".join(cells))
             room = width - indent
             cells, used, after_space = carry, text_width(carry), 0

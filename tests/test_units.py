@@ -133,7 +133,7 @@ def test_clip_never_splits_a_wide_character() -> None:
 
 
 def test_wrap_fits_every_row_in_the_width() -> None:
-    text = "the quick brown fox jumps over the lazy dog " * 5
+    text = "the quick brown fox jumps over the lazy dog " * 5 + "x" * 40 + " 漢字 end"
     rows = wrap(text, 17, indent=4)
     assert all(text_width(row) <= 17 for row in rows)
     assert " ".join(row.strip() for row in rows).split() == text.split()
@@ -145,6 +145,12 @@ def test_wrap_breaks_between_words() -> None:
 
 def test_wrap_breaks_inside_a_word_longer_than_the_row() -> None:
     assert wrap("abcdefghij", 4) == ["abcd", "efgh", "ij"]
+
+
+def test_wrap_breaks_a_word_wider_than_a_row_where_the_row_ends() -> None:
+    rows = wrap("<you> " + "x" * 30, 12, indent=6)
+    assert rows == ["<you> xxxxxx", "      xxxxxx", "      xxxxxx", "      xxxxxx", "      xxxxxx"]
+    assert all(text_width(row) <= 12 for row in rows)
 
 
 def test_wrap_does_not_split_wide_characters() -> None:
