@@ -70,6 +70,47 @@ _ESCAPES = re.compile(
 _EXIT_ALTERNATE_SCREEN = b"\x1b[?1049l"
 
 
+class _Screen(pyte.Screen):
+    """pyte's screen with the scrolling that ncurses uses and pyte 0.8 lacks or gets wrong."""
+
+    def scroll_up(self, count: int | None = None, private: bool = False) -> None:
+        """SU (CSI n S): the scrolling region moves up ``count`` lines, blanks at the bottom."""
+        if private:  # CSI ? ... S is XTSMGRAPHICS, not a scroll
+            return
+        top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
+        self._move_lines(top, bottom, min(count or 1, bottom - top + 1))
+
+    def scroll_down(self, count: int | None = None, private: bool = False) -> None:
+        """SD (CSI n T): the scrolling region moves down ``count`` lines, blanks at the top."""
+        if private:
+            return
+        top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
+        self._move_lines(top, bottom, -min(count or 1, bottom - top + 1))
+
+    def delete_lines(self, count: int | None = None) -> None:
+        """DL (CSI n M). pyte 0.8.2 leaves old text where a blank line should move up."""
+        top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
+        if top <= self.cursor.y <= bottom:
+            self._move_lines(self.cursor.y, bottom, min(count or 1, bottom - self.cursor.y + 1))
+            self.carriage_return()
+
+    def _move_lines(self, top: int, bottom: int, up: int) -> None:
+        """Move rows ``top``..``bottom`` up by ``up`` (down if negative); blank what is left."""
+        self.dirty.update(range(top, bottom + 1))
+        old = {y: self.buffer.pop(y) for y in range(top, bottom + 1) if y in self.buffer}
+        for y, line in old.items():
+            if top <= y - up <= bottom:
+                self.buffer[y - up] = line
+
+
+class _ByteStream(pyte.ByteStream):
+    """pyte's byte stream, also passing SU and SD (CSI S, CSI T) to the screen."""
+
+    def __init__(self, screen: _Screen) -> None:
+        self.csi = {**pyte.ByteStream.csi, "S": "scroll_up", "T": "scroll_down"}
+        super().__init__(screen)
+
+
 def strip_escapes(text: str) -> str:
     """``text`` without terminal escape sequences and control characters other than newline."""
     return _ESCAPES.sub("", text)
@@ -123,8 +164,8 @@ class Talk:
         if args is None:
             args = [str(program), "--socket", os.fspath(socket_path), *extra]
         self.args = [sys.executable, *args]
-        self.screen = pyte.Screen(cols, rows)
-        self.stream = pyte.ByteStream(self.screen)
+        self.screen = _Screen(cols, rows)
+        self.stream = _ByteStream(self.screen)
         self.raw = bytearray()  # everything the program wrote, in order
         self.eof = False
         self.status: int | None = None
