@@ -185,8 +185,8 @@ def clip(text: str, width: int) -> str:
 def wrap(text: str, width: int, indent: int = 0) -> list[str]:
     """Break printable ``text`` into rows at most ``width`` columns wide.
 
-    Rows break after a space where there is one, inside a word where there is not, and
-    never inside a character. Rows after the first start with ``indent`` spaces: that is
+    Rows break after a space or before a wide character where there is one, inside a word
+    where there is not, and never inside a character. Rows after the first start with ``indent`` spaces: that is
     what stops a message from drawing something at the start of a row that looks like a
     message of its own.
     """
@@ -197,6 +197,8 @@ def wrap(text: str, width: int, indent: int = 0) -> list[str]:
     after_space = 0  # len(cells) just after the row's last space, 0 if none
     for ch in text:
         w = char_width(ch)
+        if w == 2:
+            after_space = len(cells)  # CJK text has no spaces: any wide character may start a row
         if used + w > room and cells:
             carry: list[str] = []
             if ch != " " and 0 < after_space < len(cells):

@@ -153,6 +153,10 @@ def test_wrap_breaks_a_word_wider_than_a_row_where_the_row_ends() -> None:
     assert all(text_width(row) <= 12 for row in rows)
 
 
+def test_wrap_breaks_cjk_text_without_spaces_anywhere_between_characters() -> None:
+    assert wrap("<you> " + "漢" * 6, 10, indent=6) == ["<you> 漢漢", "      漢漢", "      漢漢"]
+
+
 def test_wrap_does_not_split_wide_characters() -> None:
     rows = wrap("漢" * 7, 5)
     assert rows == ["漢漢", "漢漢", "漢漢", "漢"]
