@@ -125,13 +125,15 @@ class LineDecoder:
         self._pending += chunk
 
     def _take_line(self) -> str:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        # final=False when cut: a character split by the cut is dropped, not shown as U+FFFD.
-        text = decoder.decode(bytes(self._pending), final=not self._cut)
         if self._cut:
-            text += CUT_MARK
-        elif text.endswith("\r"):
-            text = text[:-1]  # a peer that ends lines with CRLF
+            # An incremental decoder told the input is not final leaves out a character
+            # that the cut split, instead of showing it as U+FFFD.
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            text = decoder.decode(bytes(self._pending), final=False) + CUT_MARK
+        else:
+            text = self._pending.decode("utf-8", errors="replace")
+            if text.endswith("\r"):
+                text = text[:-1]  # a peer that ends lines with CRLF
         self._pending.clear()
         self._cut = False
         return text
