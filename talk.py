@@ -188,9 +188,9 @@ def wrap(text: str, width: int, indent: int = 0) -> list[str]:
     """Break printable ``text`` into rows at most ``width`` columns wide.
 
     Rows break after a space or before a wide character where there is one, inside a word
-    where there is not, and never inside a character. Rows after the first start with ``indent`` spaces: that is
-    what stops a message from drawing something at the start of a row that looks like a
-    message of its own.
+    where there is not, and never inside a character. Rows after the first start with
+    ``indent`` spaces: that is what stops a message from drawing something at the start of
+    a row that looks like a message of its own.
     """
     rows: list[str] = []
     room = width
