@@ -1,0 +1,812 @@
+"""End-to-end tests of talk.py on a hostile box (issue 4).
+
+On a shared machine anyone can connect to the socket, the socket path can hold anything, and
+terminals get closed, resized and interrupted. Each test here runs the real talk.py in a
+pseudo-terminal (see terminal.py) and checks what a person would observe: the screen, the
+``talk: ...`` line printed once the terminal is given back, the exit status, the socket file.
+The hostile peer is a plain AF_UNIX socket in the test, or a process that the test kills.
+
+Screen layout (UI contract): row 0 status, row 1 '-' rule, rows 2..R-3 conversation,
+row R-2 '=' rule, row R-1 input line.
+
+Nothing sleeps to synchronise: every step waits, with a deadline, for a condition. The one
+condition that is not on a screen, "talk.py has read everything the peer sent", is read from
+the kernel (SIOCOUTQ on the peer's socket: bytes sent and not yet taken by the receiver).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+
+import pytest
+from terminal import REPO_ROOT, TALK_PY, Peer, Talk, child_env, wait_until
+
+LOGIN = pwd.getpwuid(os.getuid()).pw_name
+DEADLINE = 10.0  # for anything to show up
+PROMPTLY = 5.0  # from a trigger (signal, peer death) to the program's exit; CI is noisy
+MAX_LINE = 64 * 1024
+CUT_MARK = " [line cut]"
+LEAVE_ALTERNATE_SCREEN = b"\x1b[?1049l"  # what curses' endwin() sends to an xterm
+NOBODY = 65534
+OTHER_UID = 65533  # neither root nor nobody: may not remove nobody's file in a sticky directory
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root to run talk.py as other users (setuid)"
+)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def waiting(path: str) -> str:
+    return f"Waiting for someone to connect to {path}"
+
+
+def talking_to(pid: int, login: str = LOGIN) -> str:
+    return f"Talking to {login} (pid {pid})"
+
+
+def conversation(talk: Talk) -> list[str]:
+    """The rows of the conversation area: 2 .. R-3."""
+    return talk.display[2 : talk.rows - 2]
+
+
+def input_row(talk: Talk) -> str:
+    return talk.row(talk.rows - 1)
+
+
+def last_row(talk: Talk) -> str:
+    """The newest row of the conversation: its last non-blank row."""
+    shown = [row for row in conversation(talk) if row]
+    return shown[-1] if shown else ""
+
+
+def wait_last_row(talk: Talk, text: str) -> None:
+    """Wait until the newest row of the conversation is ``text``."""
+    talk.wait_until(lambda t: last_row(t) == text, DEADLINE, f"{text!r} as the newest row")
+
+
+def flowing(rows: list[str]) -> str:
+    """Rows joined as running text: wrapping and indentation become single spaces."""
+    return re.sub(" +", " ", " ".join(row.strip() for row in rows))
+
+
+def assert_layout(talk: Talk, status: str) -> None:
+    """Status line as given, both rules in place, cursor on the input line."""
+    rows, cols = talk.rows, talk.cols
+    screen = talk.text()
+    assert talk.row(0) == status, f"status line changed:\n{screen}"
+    assert talk.row(1) == "-" * (cols - 1), f"top rule damaged:\n{screen}"
+    assert talk.row(rows - 2) == "=" * (cols - 1), f"bottom rule damaged:\n{screen}"
+    assert talk.cursor[1] == rows - 1, f"cursor left the input line:\n{screen}"
+
+
+def terminal_restored(talk: Talk) -> bool:
+    """curses gave the terminal back: alternate screen left and line mode (ICANON) back on.
+
+    The pty's modes are read through the master side, which shares them with the slave.
+    """
+    lflag = termios.tcgetattr(talk.child.child_fd)[3]
+    return talk.left_alternate_screen and bool(lflag & termios.ICANON)
+
+
+def start_server(spawn, path: str, **kwargs) -> Talk:
+    talk = spawn(path, **kwargs)
+    talk.wait_for_row(0, waiting(path))
+    wait_until(lambda: os.path.exists(path), what=f"socket file {path}")
+    return talk
+
+
+def start_with_peer(spawn, peer, path: str, **kwargs) -> tuple[Talk, Peer]:
+    """talk.py serving on ``path`` with a plain socket (this process) connected to it."""
+    talk = start_server(spawn, path, **kwargs)
+    other = peer(path)
+    talk.wait_for_row(0, talking_to(os.getpid()))
+    return talk, other
+
+
+def unread(peer: Peer) -> int:
+    """Bytes the peer sent that the other end has not read yet (SIOCOUTQ)."""
+    out = fcntl.ioctl(peer.sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+    return int(struct.unpack("i", out)[0])
+
+
+def wait_taken(peer: Peer) -> None:
+    """Wait until talk.py has read everything the peer sent."""
+    wait_until(lambda: unread(peer) == 0, DEADLINE, "talk.py to read everything the peer sent")
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def exit_of(talk: Talk, timeout: float = DEADLINE) -> tuple[int, str]:
+    """Wait for the program to end: (exit status, everything printed after curses ended)."""
+    status = talk.wait_exit(timeout)
+    return status, talk.after_exit
+
+
+# Runs argv[3:] as uid argv[1], gid argv[2], with no supplementary groups.
+_AS_USER = (
+    "import os, sys\n"
+    "uid, gid = int(sys.argv[1]), int(sys.argv[2])\n"
+    "os.setgroups([])\n"
+    "os.setgid(gid)\n"
+    "os.setuid(uid)\n"
+    "os.execv(sys.argv[3], sys.argv[3:])\n"
+)
+
+
+def _usable_by_others(path: str) -> bool:
+    """Anyone may run ``path``: it and every directory above it are executable by others."""
+    path = os.path.realpath(path)
+    if not os.stat(path).st_mode & stat.S_IXOTH:
+        return False
+    parent = os.path.dirname(path)
+    while parent != os.path.dirname(parent):
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return False
+        parent = os.path.dirname(parent)
+    return True
+
+
+def python_for_others() -> str:
+    """A Python that another user can run (ours may live under root's 0700 home)."""
+    for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
+        if candidate and os.path.exists(candidate) and _usable_by_others(candidate):
+            return candidate
+    pytest.skip("no Python interpreter that other users may run")
+
+
+def spawn_as(spawn, uid: int, path: str, **kwargs) -> Talk:
+    """talk.py --socket path in a pty, as ``uid`` (same pid: the wrapper execs it)."""
+    python = python_for_others()
+    args = ["-c", _AS_USER, str(uid), str(uid), python, str(TALK_PY), "--socket", path]
+    return spawn(path, args=args, env=child_env(HOME="/"), **kwargs)
+
+
+@pytest.fixture
+def public_dir() -> Iterator[str]:
+    """A fresh directory owned by root, mode 0755: other users can enter it, not write it."""
+    directory = tempfile.mkdtemp(dir="/tmp", prefix="talk-pub-")
+    os.chmod(directory, 0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- 1. nothing a peer sends can act on the terminal ----------------------------------------------
+
+# name: (payload for a screen of `cols` columns, text that must be visible, bytes that must never
+# reach the terminal or None)
+FORGERIES: dict[str, tuple[Callable[[int], bytes], str, bytes | None]] = {
+    "carriage_return": (
+        lambda cols: b"hi\r<myself> forged\n",
+        "<you> hi^M<myself> forged",
+        b"hi\r<myself>",
+    ),
+    "backspaces": (
+        lambda cols: b"\x08" * 10 + b"<myself> x\n",
+        "<you> " + "^H" * 10 + "<myself> x",
+        b"\x08" * 10 + b"<myself>",
+    ),
+    "clear_screen_and_home": (
+        lambda cols: b"\x1b[2J\x1b[H<myself> x\n",
+        "<you> ^[[2J^[[H<myself> x",
+        b"\x1b[2J\x1b[H<myself>",
+    ),
+    "c1_csi": (
+        lambda cols: "\u009b2J<myself> x\n".encode(),
+        "<you> <U+009B>2J<myself> x",
+        "\u009b2J".encode(),
+    ),
+    "osc_window_title": (
+        lambda cols: b"\x1b]0;title\x07<myself> x\n",
+        "<you> ^[]0;title^G<myself> x",
+        b"\x1b]0;title",
+    ),
+    "other_c0_and_del": (
+        lambda cols: b"nul\x00 del\x7f tab\t bell\x07\n",
+        "<you> nul^@ del^? tab^I bell^G",
+        b"del\x7f",
+    ),
+    # "<you> x" and spaces fill the first row exactly, so a plain wrap would start the next row
+    # with "<myself>".
+    "wrap_after_spaces": (
+        lambda cols: b"x" + b" " * (cols - len("<you> x")) + b"<myself> forged\n",
+        "<myself> forged",
+        None,
+    ),
+    "wrap_inside_a_word": (
+        lambda cols: b"x" * (cols - len("<you> ")) + b"<myself> forged\n",
+        "<myself> forged",
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FORGERIES)
+def test_peer_text_is_shown_inert_and_cannot_forge_own_lines(spawn, peer, sock_path, name):
+    make_payload, visible, forbidden = FORGERIES[name]
+    talk, other = start_with_peer(spawn, peer, sock_path)
+    status = talk.row(0)
+
+    other.send(make_payload(talk.cols))
+    other.send_line("end of payload")
+    wait_last_row(talk, "<you> end of payload")
+
+    screen = talk.text()
+    assert any(visible in row for row in conversation(talk)), (
+        f"the message should be shown as {visible!r}:\n{screen}"
+    )
+    forged = [row for row in talk.display if row.startswith("<myself>")]
+    assert not forged, f"a peer drew <myself> at the start of a row: {forged}\n{screen}"
+    assert_layout(talk, status)
+    assert input_row(talk) == "", f"the input line changed:\n{screen}"
+    if forbidden is not None:
+        assert forbidden not in talk.raw, (
+            f"the peer's control bytes {forbidden!r} reached the terminal"
+        )
+
+
+# -- 2. UTF-8 from the peer ----------------------------------------------------------------------
+
+
+def test_invalid_utf8_from_peer_shows_replacement_character(spawn, peer, sock_path):
+    talk, other = start_with_peer(spawn, peer, sock_path)
+    other.send(b"bad \xff\xfe bytes, \xe2\x82 cut short\n")
+    talk.wait_for_text("cut short")
+    row = last_row(talk)
+    assert row.startswith("<you> bad \ufffd"), f"invalid bytes not shown as U+FFFD: {row!r}"
+    assert "bytes, \ufffd" in row, f"a truncated sequence not shown as U+FFFD: {row!r}"
+
+
+def test_multibyte_character_split_across_reads_is_decoded_whole(spawn, peer, sock_path):
+    talk, other = start_with_peer(spawn, peer, sock_path)
+    pieces = [b"caf\xc3", b"\xa9 costs 5 \xe2", b"\x82", b"\xac, \xf0\x9f", b"\x8d\xb5 ok\n"]
+    for piece in pieces:
+        other.send(piece)
+        wait_taken(other)  # talk.py has read this piece on its own
+    talk.wait_for_text("ok")
+    row = last_row(talk)
+    assert row == "<you> café costs 5 €, 🍵 ok", f"split characters not decoded whole: {row!r}"
+
+
+# -- 3. a line with no end -----------------------------------------------------------------------
+
+
+def test_peer_line_is_cut_at_64_kib_with_visible_mark(spawn, peer, sock_path):
+    talk, other = start_with_peer(spawn, peer, sock_path)
+
+    other.send(b"A" * MAX_LINE + b"\n")
+    other.send_line("after the longest whole line")
+    wait_last_row(talk, "<you> after the longest whole line")
+    assert "[line cut]" not in talk.text(), f"a 64 KiB line was cut:\n{talk.text()}"
+
+    other.send(b"B" * MAX_LINE + b"C" * 1000 + b"\n")
+    other.send_line("after the cut line")
+    wait_last_row(talk, "<you> after the cut line")
+    shown = conversation(talk)[:-1]
+    assert flowing(shown).endswith("B" + CUT_MARK), (
+        f"a line over 64 KiB should end with {CUT_MARK!r}:\n{talk.text()}"
+    )
+    assert not any("C" in row for row in shown), (
+        f"what came after 64 KiB should be dropped:\n{talk.text()}"
+    )
+
+
+def test_endless_peer_line_keeps_memory_flat(spawn, peer, sock_path):
+    talk, other = start_with_peer(spawn, peer, sock_path)
+    before = rss_kib(talk.pid)
+
+    other.sock.settimeout(DEADLINE)
+    chunk = b"A" * (1 << 20)
+    for _ in range(16):  # 16 MiB, no newline
+        other.send(chunk)
+    wait_taken(other)
+    other.send(b"\nnext line\n")
+    wait_last_row(talk, "<you> next line")
+
+    grown = rss_kib(talk.pid) - before
+    assert grown < 8 * 1024, f"talk.py grew by {grown} KiB reading a 16 MiB line"
+    assert flowing(conversation(talk)[:-1]).endswith("A" + CUT_MARK), talk.text()
+
+
+# -- 4. and 5. floods ----------------------------------------------------------------------------
+
+
+def _line_number(row: str) -> int:
+    match = re.fullmatch(r"<you> line (\d+)", row)
+    assert match, f"not a flood line: {row!r}"
+    return int(match.group(1))
+
+
+def test_flood_of_5000_lines_arrives_in_order_and_keyboard_stays_live(spawn, peer, sock_path):
+    talk, other = start_with_peer(spawn, peer, sock_path)
+    other.send(b"".join(b"line %d\n" % i for i in range(5000)))
+    talk.type("typed during the flood")
+
+    talk.wait_until(
+        lambda t: last_row(t) == "<you> line 4999" and input_row(t) == "typed during the flood",
+        DEADLINE,
+        "the last flood line and the typed text",
+    )
+    numbers = [_line_number(row) for row in conversation(talk)]
+    first = 5000 - len(numbers)
+    assert numbers == list(range(first, 5000)), f"lines missing or out of order: {numbers}"
+
+
+def test_2000_pasted_lines_all_reach_the_peer_whole_and_in_order(spawn, peer, sock_path):
+    talk, other = start_with_peer(spawn, peer, sock_path)
+    count = 2000
+    paste = b"".join(b"line %d\r" % i for i in range(count))
+
+    # One big paste. A pty takes only a few KiB at a time, and talk.py only reads more once its
+    # screen output has been read, so the paste is written from a thread while this one reads.
+    def write_paste() -> None:
+        view = memoryview(paste)
+        while view:
+            view = view[os.write(talk.child.child_fd, view) :]
+
+    writer = threading.Thread(target=write_paste, daemon=True)
+    writer.start()
+    received = b""
+    other.sock.settimeout(0.02)
+    deadline = time.monotonic() + DEADLINE
+    while received.count(b"\n") < count and time.monotonic() < deadline:
+        talk.pump(0)
+        try:
+            data = other.sock.recv(1 << 16)
+        except socket.timeout:
+            continue
+        assert data, f"the connection closed after {len(received.splitlines())} lines"
+        received += data
+    writer.join(DEADLINE)
+
+    lines = received.split(b"\n")[:-1]
+    expected = [b"line %d" % i for i in range(count)]
+    assert len(lines) == count, f"{len(lines)} of {count} pasted lines arrived"
+    assert lines == expected, "pasted lines arrived changed or out of order"
+    wait_last_row(talk, f"<myself> line {count - 1}")
+
+
+# -- 6. a peer that dies ---------------------------------------------------------------------------
+
+_CONNECT_AND_WAIT = (
+    "import signal, socket, sys\n"
+    "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+    "s.connect(sys.argv[1])\n"
+    "print('connected', flush=True)\n"
+    "signal.pause()\n"
+)
+
+
+def test_peer_killed_without_closing_is_noticed_at_once(spawn, sock_path):
+    talk = start_server(spawn, sock_path)
+    other = subprocess.Popen(
+        [sys.executable, "-c", _CONNECT_AND_WAIT, sock_path], stdout=subprocess.PIPE
+    )
+    try:
+        assert other.stdout is not None
+        assert other.stdout.readline() == b"connected\n"
+        talk.wait_for_row(0, talking_to(other.pid))
+        other.kill()  # SIGKILL: the peer never says goodbye
+        other.wait(DEADLINE)
+    finally:
+        other.kill()
+        other.wait(DEADLINE)
+
+    status, printed = exit_of(talk, PROMPTLY)
+    assert status == 0, f"exit status {status}; printed {printed!r}"
+    assert terminal_restored(talk), "the terminal was not restored"
+    assert talk.last_line == "talk: the other side closed the connection", printed
+    assert not os.path.exists(sock_path), "the socket file was left behind"
+
+
+# -- 7. nothing, or a stale socket, at the path --------------------------------------------------
+
+
+def test_nothing_at_the_path_makes_talk_the_server(spawn, sock_path):
+    talk = spawn(sock_path)
+    talk.wait_for_row(0, waiting(sock_path))
+    wait_until(lambda: os.path.exists(sock_path), what="the socket file")
+    assert stat.S_ISSOCK(os.lstat(sock_path).st_mode), "the file at the path is not a socket"
+
+
+def test_stale_socket_is_taken_over(spawn, peer, sock_path):
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(sock_path)
+    stale.close()  # left behind without unlink(), as by a talk that was killed
+
+    talk = spawn(sock_path)
+    talk.wait_for_row(0, waiting(sock_path))
+    other = peer(sock_path)
+    talk.wait_for_row(0, talking_to(os.getpid()))
+    other.send_line("hello over the old path")
+    wait_last_row(talk, "<you> hello over the old path")
+
+
+# -- 8. something else at the path ---------------------------------------------------------------
+
+
+def _snapshot(path: str) -> tuple[object, ...]:
+    """Everything about ``path`` that touching it could change (not following symlinks)."""
+    st = os.lstat(path)
+    shot: tuple[object, ...] = (
+        st.st_mode,
+        st.st_ino,
+        st.st_dev,
+        st.st_size,
+        st.st_nlink,
+        st.st_uid,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
+    if stat.S_ISLNK(st.st_mode):
+        shot += (os.readlink(path),)
+    elif stat.S_ISREG(st.st_mode):
+        with open(path, "rb") as file:
+            shot += (file.read(),)
+    elif stat.S_ISDIR(st.st_mode):
+        shot += (sorted(os.listdir(path)),)
+    return shot
+
+
+def _make_file(path: str, peer) -> list[str]:
+    with open(path, "w") as file:
+        file.write("precious notes\n")
+    return [path]
+
+
+def _make_directory(path: str, peer) -> list[str]:
+    os.mkdir(path)
+    _make_file(os.path.join(path, "inside"), peer)
+    return [path, os.path.join(path, "inside")]
+
+
+def _make_symlink_to_file(path: str, peer) -> list[str]:
+    target = path + ".target"
+    _make_file(target, peer)
+    os.symlink(target, path)
+    return [path, target]
+
+
+def _make_dangling_symlink(path: str, peer) -> list[str]:
+    os.symlink(path + ".nowhere", path)
+    return [path]
+
+
+def _make_symlink_to_live_socket(path: str, peer) -> list[str]:
+    target = path + ".live"
+    peer.listen(target)
+    os.symlink(target, path)
+    return [path, target]
+
+
+def _make_fifo(path: str, peer) -> list[str]:
+    os.mkfifo(path)
+    return [path]
+
+
+NOT_SOCKETS = {
+    "regular_file": _make_file,
+    "directory": _make_directory,
+    "symlink_to_file": _make_symlink_to_file,
+    "dangling_symlink": _make_dangling_symlink,
+    "symlink_to_live_socket": _make_symlink_to_live_socket,
+    "fifo": _make_fifo,
+}
+
+
+@pytest.mark.parametrize("kind", NOT_SOCKETS)
+def test_path_that_is_not_a_socket_is_left_alone_with_an_error(spawn, peer, sock_path, kind):
+    watched = NOT_SOCKETS[kind](sock_path, peer)
+    before = {path: _snapshot(path) for path in watched}
+
+    talk = spawn(sock_path)
+    status, printed = exit_of(talk)
+
+    assert status == 1, f"exit status {status}; printed {printed!r}"
+    expected = f"talk: {sock_path} exists and is not a socket"
+    assert printed.startswith(expected) and "\n" not in printed, (
+        f"expected one line starting {expected!r}, got {printed!r}"
+    )
+    assert "Traceback" not in talk.output
+    after = {path: _snapshot(path) for path in watched}
+    assert after == before, f"the {kind} at the socket path was touched"
+
+
+# -- 9. directories that cannot hold the socket ---------------------------------------------------
+
+
+def test_missing_directory_is_a_clear_error(spawn, sock_path):
+    directory = os.path.join(os.path.dirname(sock_path), "missing")
+    path = os.path.join(directory, "talk.sock")
+    talk = spawn(path)
+    status, printed = exit_of(talk)
+
+    assert status == 1, f"exit status {status}; printed {printed!r}"
+    expected = f"talk: cannot create socket {path}: "
+    assert printed.startswith(expected) and "\n" not in printed, (
+        f"expected one line starting {expected!r}, got {printed!r}"
+    )
+    assert not os.path.exists(directory), "talk.py created the missing directory"
+
+
+@needs_root
+def test_unwritable_directory_is_a_clear_error(spawn, public_dir):
+    path = os.path.join(public_dir, "talk.sock")
+    talk = spawn_as(spawn, NOBODY, path)
+    status, printed = exit_of(talk)
+
+    assert status == 1, f"exit status {status}; printed {printed!r}"
+    expected = f"talk: cannot create socket {path}: "
+    assert printed.startswith(expected) and "\n" not in printed, (
+        f"expected one line starting {expected!r}, got {printed!r}"
+    )
+    assert os.listdir(public_dir) == [], "something was created in the directory"
+
+
+@needs_root
+def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option(spawn, public_dir):
+    sticky = os.path.join(public_dir, "shared")
+    os.mkdir(sticky)
+    os.chmod(sticky, 0o1777)  # like /tmp: only a file's owner may remove it
+    path = os.path.join(sticky, "talk.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()
+    os.chmod(path, 0o666)  # as talk.py leaves its own socket: anyone may connect
+    os.chown(path, NOBODY, NOBODY)
+    before = _snapshot(path)
+
+    talk = spawn_as(spawn, OTHER_UID, path)
+    status, printed = exit_of(talk)
+
+    assert status == 1, f"exit status {status}; printed {printed!r}"
+    expected = f"talk: {path} is a stale socket"
+    assert printed.startswith(expected) and "\n" not in printed, (
+        f"expected one line starting {expected!r}, got {printed!r}"
+    )
+    assert "cannot be removed" in printed and "--socket" in printed, printed
+    assert _snapshot(path) == before, "the other user's socket was touched"
+
+
+# -- 10. two at the same instant -----------------------------------------------------------------
+
+
+# talk.py held back just before it looks at the socket path. Its open_line() first marks that it
+# is ready (a file named argv[2] + pid), then reads from the FIFO argv[1] the instant (a
+# time.monotonic() value, the same clock in every process) at which to go on, and waits for it.
+# Two of these set up the same socket within microseconds of each other, which two talks simply
+# started back to back (milliseconds apart) almost never do.
+_AT_THE_SIGNAL = """\
+import os
+import struct
+import sys
+import time
+sys.path.insert(0, {repo!r})
+import talk
+
+gate, ready = sys.argv[1], sys.argv[2]
+original = talk.open_line
+
+
+async def open_line(*args):
+    fd = os.open(gate, os.O_RDONLY)
+    open(ready + str(os.getpid()), "w").close()
+    (start,) = struct.unpack("d", os.read(fd, 8))
+    os.close(fd)
+    while time.monotonic() < start:
+        pass
+    return await original(*args)
+
+
+talk.open_line = open_line
+sys.exit(talk.main(sys.argv[3:]))
+"""
+
+
+def _start_together(spawn, path: str, starter: str, gate_path: str) -> tuple[Talk, Talk]:
+    """Two talk.py on ``path`` that look at it at the same instant."""
+    os.mkfifo(gate_path)
+    gate = os.open(gate_path, os.O_RDWR)  # so that neither blocks opening it
+    try:
+        ready = gate_path + "-ready-"
+        args = [starter, gate_path, ready, "--socket", path]
+        first, second = spawn(path, args=args), spawn(path, args=args)
+        for pid in (first.pid, second.pid):
+            wait_until(partial(os.path.exists, f"{ready}{pid}"), what=f"pid {pid} to be ready")
+        os.write(gate, struct.pack("d", time.monotonic() + 0.05) * 2)
+    finally:
+        os.close(gate)
+    return first, second
+
+
+def test_two_started_at_once_connect_to_each_other(spawn, peer, sock_path, tmp_path):
+    starter = tmp_path / "talk_at_the_signal.py"
+    starter.write_text(_AT_THE_SIGNAL.format(repo=str(REPO_ROOT)))
+    directory = os.path.dirname(sock_path)
+    for round_ in range(6):
+        path = os.path.join(directory, f"race{round_}.sock")
+        if round_ % 2:
+            stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            stale.bind(path)
+            stale.close()
+        first, second = _start_together(spawn, path, str(starter), str(tmp_path / f"go{round_}"))
+
+        first.wait_for_row(0, talking_to(second.pid))
+        second.wait_for_row(0, talking_to(first.pid))
+        assert stat.S_ISSOCK(os.lstat(path).st_mode), f"round {round_}: socket file gone"
+        third = peer(path)
+        line = third.read_line()
+        assert line.startswith(b"talk: busy"), f"round {round_}: a third caller got {line!r}"
+        assert os.path.exists(path), f"round {round_}: the live socket file was removed"
+        first.close()
+        second.close()
+
+
+# -- 11. signals and a closed terminal ----------------------------------------------------------
+
+ENDINGS = {
+    "ctrl_c": (lambda talk: talk.press("ctrl_c"), 130, "talk: interrupted"),
+    "sigterm": (lambda talk: talk.kill(signal.SIGTERM), 143, "talk: terminated"),
+    "sighup": (lambda talk: talk.kill(signal.SIGHUP), 129, "talk: hung up"),
+}
+
+
+@pytest.mark.parametrize("how", ENDINGS)
+def test_interrupt_or_signal_restores_terminal_and_removes_socket(spawn, peer, sock_path, how):
+    trigger, expected_status, expected_line = ENDINGS[how]
+    talk, _other = start_with_peer(spawn, peer, sock_path)
+
+    trigger(talk)
+    status, printed = exit_of(talk, PROMPTLY)
+
+    assert status == expected_status, f"exit status {status}; printed {printed!r}"
+    assert terminal_restored(talk), "the terminal was not restored"
+    assert talk.last_line == expected_line, printed
+    assert "Traceback" not in talk.output, printed
+    assert not os.path.exists(sock_path), "the socket file was left behind"
+
+
+def test_closed_terminal_ends_talk_and_removes_socket(spawn, peer, sock_path):
+    talk, other = start_with_peer(spawn, peer, sock_path)
+
+    # What closing a terminal window does: the pty master goes away, the kernel hangs up.
+    talk.child.ptyproc.fileobj.close()
+    wait_until(lambda: not talk.child.isalive(), PROMPTLY, "talk.py to exit after the hang-up")
+
+    assert talk.child.signalstatus is None, f"killed by signal {talk.child.signalstatus}"
+    assert talk.child.exitstatus == 129, f"exit status {talk.child.exitstatus}"
+    assert not os.path.exists(sock_path), "the socket file was left behind"
+    assert other.wait_closed(DEADLINE), "the peer's connection is still open"
+
+
+# -- 12. a terminal too small --------------------------------------------------------------------
+
+
+def test_too_small_terminal_says_so_then_works_after_resize(spawn, peer, sock_path):
+    talk = spawn(sock_path, rows=3, cols=12)
+    talk.wait_until(lambda t: "too small" in flowing(t.display), DEADLINE, "a 'too small' message")
+    other = peer(sock_path)
+    other.send_line("sent while small")
+    wait_taken(other)
+    talk.type("typed while small")
+
+    talk.resize(24, 80)
+    status = talking_to(os.getpid())
+    talk.wait_until(
+        lambda t: t.row(0).startswith(status) and input_row(t) == "typed while small",
+        DEADLINE,
+        "the normal layout after the resize",
+    )
+    assert_layout(talk, talk.row(0))
+    assert "<you> sent while small" in conversation(talk), talk.text()
+    assert talk.child.isalive(), "talk.py ended"
+
+
+# -- 13. no usable terminal ----------------------------------------------------------------------
+
+
+def test_stdin_not_a_terminal_is_a_clear_error(sock_path):
+    result = subprocess.run(
+        [sys.executable, str(TALK_PY), "--socket", sock_path],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=child_env(),
+        timeout=DEADLINE,
+    )
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 1, f"exit status {result.returncode}; stderr {stderr!r}"
+    assert stderr == "talk: standard input is not a terminal\n", stderr
+    assert not os.path.exists(sock_path), "a socket was created without a terminal"
+
+
+def test_unknown_terminal_type_is_a_clear_error(spawn, sock_path):
+    talk = spawn(sock_path, env=child_env(TERM="nosuchterm"))
+    status, printed = exit_of(talk)
+
+    assert status == 1, f"exit status {status}; printed {printed!r}"
+    assert printed.startswith("talk: unknown terminal type") and "\n" not in printed, printed
+    assert "Traceback" not in talk.output, printed
+    assert not os.path.exists(sock_path), "a socket was created without a usable terminal"
+
+
+# -- 14. an unexpected exception ------------------------------------------------------------------
+
+# A wrapper around talk.main() that breaks one method when it meets "boom".
+_CRASHING = """\
+import sys
+sys.path.insert(0, {repo!r})
+import talk
+
+cls = talk.{cls}
+original = cls.{method}
+
+
+def broken(self, *args):
+    if {condition}:
+        raise RuntimeError("boom")
+    return original(self, *args)
+
+
+cls.{method} = broken
+sys.exit(talk.main(sys.argv[1:]))
+"""
+
+CRASHES = {
+    # an event callback on the PubPen
+    "incoming_callback": ("Display", "show_message", 'args[0] == "boom"', "peer"),
+    # an asyncio protocol method, called by the loop directly
+    "protocol": ("TalkProtocol", "data_received", 'b"boom" in args[0]', "peer"),
+    # the keyboard side
+    "key_handler": ("Display", "send_line", 'self.input.text == "boom"', "keyboard"),
+}
+
+
+@pytest.mark.parametrize("where", CRASHES)
+def test_unexpected_exception_restores_terminal_before_traceback(
+    spawn, peer, sock_path, tmp_path, where
+):
+    cls, method, condition, source = CRASHES[where]
+    wrapper = tmp_path / "crashing_talk.py"
+    wrapper.write_text(
+        _CRASHING.format(repo=str(REPO_ROOT), cls=cls, method=method, condition=condition)
+    )
+    talk, other = start_with_peer(spawn, peer, sock_path, program=wrapper)
+    other.send_line("fine so far")
+    wait_last_row(talk, "<you> fine so far")
+
+    if source == "peer":
+        other.send_line("boom")
+    else:
+        talk.send_line("boom")
+    status, printed = exit_of(talk)
+
+    assert status == 1, f"exit status {status}; printed {printed!r}"
+    assert terminal_restored(talk), "the terminal was not restored"
+    assert "Traceback" in printed and "RuntimeError: boom" in printed, (
+        f"no traceback after the terminal was restored; printed after it: {printed!r}"
+    )
+    restored_at = bytes(talk.raw).rfind(LEAVE_ALTERNATE_SCREEN)
+    assert b"Traceback" not in talk.raw[:restored_at], "traceback printed before the restore"
