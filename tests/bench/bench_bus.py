@@ -1,0 +1,277 @@
+"""Benchmark of the pubmarine.py bus against its baselines, side by side in one process.
+
+Run from anywhere:
+
+    python3 tests/bench/bench_bus.py [--pubmarine043 DIR] [--rounds 5] [--events 100000]
+
+It measures deliveries per second for a coroutine that publishes ``--events`` events to 1 and
+to 10 subscribers and then waits until all of them have been delivered, for:
+
+* pubmarine.py, this repository's bus;
+* a naive bus doing one ``loop.call_soon`` per callback (defined below);
+* pubmarine 0.4.3, when ``--pubmarine043 DIR`` names a directory made by
+  ``pip install --target DIR pubmarine==0.4.3`` (its module name is the same as ours, so it is
+  loaded from there under another name);
+* pyee's ``AsyncIOEventEmitter``, when pyee can be imported. Note that pyee calls plain
+  functions synchronously inside ``emit()``; the others defer every call to the loop.
+
+Implementations are interleaved round by round (the machine is shared and noisy) and the best
+round is reported, with the median beside it. It also times unsubscribing N subscriptions of
+one event in reverse order. This is a benchmark, not a test: it prints figures and asserts only
+that every delivery happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import gc
+import importlib.util
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import pubmarine  # noqa: E402  (this repository's module, found through the line above)
+
+
+class NaiveBus:
+    """The obvious bus: one ``loop.call_soon`` per callback per publish."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.subscribers: dict[str, list[Callable[..., Any]]] = {}
+
+    def subscribe(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+        self.subscribers.setdefault(event, []).append(callback)
+        return callback
+
+    def publish(self, event: str, *args: Any) -> None:
+        for callback in self.subscribers.get(event, ()):
+            self.loop.call_soon(callback, *args)
+
+
+class Impl:
+    """One implementation under test, seen through the same four operations."""
+
+    def __init__(
+        self,
+        name: str,
+        make: Callable[[asyncio.AbstractEventLoop], Any],
+        subscribe: str,
+        publish: str,
+        unsubscribe: str | None,
+        by_callback: bool = False,
+        goals: tuple[float | None, float | None] = (None, None),
+        quadratic: bool = False,
+    ) -> None:
+        self.name = name
+        self.make = make
+        self.subscribe = subscribe
+        self.publish = publish
+        self.unsubscribe = unsubscribe
+        self.by_callback = by_callback  # unsubscribe takes (event, callback), not an id
+        self.goals = goals  # how many times faster pubmarine.py should be, at 1 and 10 subscribers
+        self.quadratic = quadratic  # unsubscribe scans: time it with a smaller N
+
+
+def load_pubmarine043(directory: str) -> ModuleType:
+    """Load pubmarine 0.4.3 from a ``pip install --target`` directory as ``pubmarine043``."""
+    base = Path(directory)
+    candidates = [base / "pubmarine" / "__init__.py", base / "__init__.py", base]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        sys.exit(f"no pubmarine package found in {directory}")
+    spec = importlib.util.spec_from_file_location("pubmarine043", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def find_implementations(pubmarine043_dir: str | None) -> list[Impl]:
+    name = "pubmarine.py " + pubmarine.__version__
+    impls = [
+        Impl(name, pubmarine.PubPen, "subscribe", "publish", "unsubscribe"),
+        Impl("naive call_soon", NaiveBus, "subscribe", "publish", None),
+    ]
+    if pubmarine043_dir:
+        old = load_pubmarine043(pubmarine043_dir)
+        name = "pubmarine " + old.__version__
+        impls.append(
+            Impl(
+                name,
+                old.PubPen,
+                "subscribe",
+                "publish",
+                "unsubscribe",
+                goals=(2, 5),
+                quadratic=True,
+            )
+        )
+    try:
+        from pyee.asyncio import AsyncIOEventEmitter
+    except ImportError:
+        try:  # pyee before 9
+            from pyee import AsyncIOEventEmitter  # type: ignore[attr-defined,no-redef]
+        except ImportError:
+            return impls
+    from importlib.metadata import version
+
+    def make_pyee(loop: asyncio.AbstractEventLoop) -> Any:
+        return AsyncIOEventEmitter(loop=loop)
+
+    name = f"pyee {version('pyee')} AsyncIO"
+    impls.append(
+        Impl(name, make_pyee, "on", "emit", "remove_listener", by_callback=True, goals=(None, 1))
+    )
+    return impls
+
+
+def make_tick(counter: list[int]) -> Callable[[int], None]:
+    """A distinct callback each call (pyee keys listeners by function)."""
+
+    def tick(_n: int) -> None:
+        counter[0] += 1
+
+    return tick
+
+
+def deliveries_per_second(impl: Impl, events: int, subscribers: int) -> float:
+    loop = asyncio.new_event_loop()
+    try:
+        bus = impl.make(loop)
+        subscribe = getattr(bus, impl.subscribe)
+        counter = [0]
+        # Kept referenced here: pubmarine 0.4.3 holds every callback weakly.
+        ticks = [make_tick(counter) for _ in range(subscribers)]
+        for tick in ticks:
+            subscribe("tick", tick)
+        done = loop.create_future()
+
+        def finish() -> None:
+            done.set_result(None)
+
+        subscribe("done", finish)
+        publish = getattr(bus, impl.publish)
+
+        async def run() -> float:
+            started = time.perf_counter()
+            for n in range(events):
+                publish("tick", n)
+            publish("done")  # every bus here delivers in order: this one comes last
+            await done
+            return time.perf_counter() - started
+
+        gc.collect()
+        elapsed = loop.run_until_complete(run())
+        if counter[0] != events * subscribers:
+            sys.exit(f"{impl.name}: {counter[0]} deliveries, expected {events * subscribers}")
+        return events * subscribers / elapsed
+    finally:
+        loop.close()
+
+
+def unsubscribe_seconds(impl: Impl, count: int) -> float:
+    loop = asyncio.new_event_loop()
+    try:
+        bus = impl.make(loop)
+        subscribe = getattr(bus, impl.subscribe)
+        unsubscribe = getattr(bus, str(impl.unsubscribe))
+        callbacks = [functools.partial(print, n) for n in range(count)]  # distinct, referenced
+        tokens = [subscribe("e", callback) for callback in callbacks]
+        gc.collect()
+        started = time.perf_counter()
+        if impl.by_callback:
+            for callback in reversed(callbacks):
+                unsubscribe("e", callback)
+        else:
+            for token in reversed(tokens):
+                unsubscribe(token)
+        return time.perf_counter() - started
+    finally:
+        loop.close()
+
+
+def mrate(rate: float) -> str:
+    return f"{rate / 1e6:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--pubmarine043",
+        metavar="DIR",
+        help="directory of `pip install --target DIR pubmarine==0.4.3`",
+    )
+    parser.add_argument("--events", type=int, default=100_000, help="publishes per run")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument(
+        "--unsubscribe", type=int, default=100_000, help="subscriptions removed in reverse order"
+    )
+    parser.add_argument(
+        "--unsubscribe043",
+        type=int,
+        default=10_000,
+        help="the same for pubmarine 0.4.3, whose unsubscribe is quadratic",
+    )
+    args = parser.parse_args()
+
+    impls = find_implementations(args.pubmarine043)
+    fanouts = (1, 10)
+    rates: dict[tuple[str, int], list[float]] = {(i.name, f): [] for i in impls for f in fanouts}
+    for _ in range(args.rounds):
+        for fanout in fanouts:
+            for impl in impls:
+                rates[impl.name, fanout].append(deliveries_per_second(impl, args.events, fanout))
+    best = {key: max(values) for key, values in rates.items()}
+    median = {key: statistics.median(values) for key, values in rates.items()}
+
+    print(
+        f"Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.system()} {platform.machine()}; {args.events:,} publishes per run, "
+        f"best (and median) of {args.rounds} interleaved rounds"
+    )
+    width = max(28, *(len(i.name) + 5 for i in impls))
+    print(f"\n{'Million deliveries/s':<{width}}{'1 subscriber':>20}{'10 subscribers':>20}")
+    for impl in impls:
+        cells = "".join(
+            f"{mrate(best[impl.name, f]) + ' (' + mrate(median[impl.name, f]) + ')':>20}"
+            for f in fanouts
+        )
+        print(f"{impl.name:<{width}}{cells}")
+
+    ours = impls[0]
+    print(f"\n{'pubmarine.py is':<{width}}{'1 subscriber':>20}{'10 subscribers':>20}   goal")
+    for impl in impls[1:]:
+        ratios = [best[ours.name, f] / best[impl.name, f] for f in fanouts]
+        verdicts = []
+        for fanout, ratio, wanted in zip(fanouts, ratios, impl.goals):
+            if wanted is not None:
+                state = "met" if ratio >= wanted else f"MISSED by a factor {wanted / ratio:.2f}"
+                verdicts.append(f">= {wanted:g}x at {fanout}: {state}")
+        cells = "".join(f"{f'{ratio:.2f}x':>20}" for ratio in ratios)
+        print(f"{'vs ' + impl.name:<{width}}{cells}   {'; '.join(verdicts) or '-'}")
+
+    print(f"\n{'Unsubscribe, reverse order':<{width}}{'N':>10}{'seconds':>10}{'per call':>12}")
+    for impl in impls:
+        if impl.unsubscribe is None:
+            continue
+        count = args.unsubscribe043 if impl.quadratic else args.unsubscribe
+        seconds = unsubscribe_seconds(impl, count)
+        line = f"{impl.name:<{width}}{count:>10,}{seconds:>10.3f}{seconds / count * 1e6:>9.2f} us"
+        if impl.quadratic and count != args.unsubscribe:
+            guess = seconds * (args.unsubscribe / count) ** 2
+            line += f"  (quadratic: ~{guess:,.0f} s for {args.unsubscribe:,})"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

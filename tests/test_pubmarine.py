@@ -1,0 +1,705 @@
+"""Tests of pubmarine.py: one behaviour per test, named after the guarantee it checks.
+
+Each test runs on a fresh event loop (pytest-asyncio, function scope). Nothing sleeps to wait
+for delivery: tests await ``pubpen.drain()`` or a future under an ``asyncio.wait_for`` deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import threading
+import time
+import weakref
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+import pubmarine
+from pubmarine import EventNotFoundError, PubMarineError, PubPen
+
+DEADLINE = 10.0  # seconds; only reached when something is broken
+
+
+@pytest_asyncio.fixture
+async def pubpen() -> PubPen:
+    return PubPen(asyncio.get_running_loop())
+
+
+async def drained(pubpen: PubPen) -> None:
+    """Wait for ``pubpen.drain()``, failing rather than hanging if it never returns."""
+    await asyncio.wait_for(pubpen.drain(), DEADLINE)
+
+
+def capture_errors(loop: asyncio.AbstractEventLoop) -> list[dict[str, Any]]:
+    """Route the loop's exception handler into a list and return the list."""
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: contexts.append(context))
+    return contexts
+
+
+def is_empty(pubpen: PubPen) -> bool:
+    """True when the PubPen's internal tables hold no trace of any subscription."""
+    return not (pubpen._subscriptions or pubpen._handlers or pubpen._snapshots)
+
+
+def publish_many(pubpen: PubPen, count: int, *first_args: Any) -> None:
+    """Publish ``e`` ``count`` times with ``*first_args, n`` for n counting from 0."""
+    for n in range(count):
+        pubpen.publish("e", *first_args, n)
+
+
+class Recorder:
+    def __init__(self, calls: list[Any]) -> None:
+        self.calls = calls
+
+    def method(self, value: Any) -> None:
+        self.calls.append(value)
+
+
+# --- API -----------------------------------------------------------------------------------
+
+
+def test_api_names_and_error_hierarchy() -> None:
+    assert isinstance(pubmarine.__version__, str)
+    assert issubclass(PubMarineError, Exception)
+    assert issubclass(EventNotFoundError, PubMarineError)
+
+
+@pytest.mark.asyncio
+async def test_loop_is_a_public_attribute() -> None:
+    loop = asyncio.get_running_loop()
+    assert PubPen(loop).loop is loop
+    assert PubPen(loop=loop, event_list=None).loop is loop
+
+
+@pytest.mark.asyncio
+async def test_subscription_ids_are_unique_and_increasing(pubpen: PubPen) -> None:
+    ids = [pubpen.subscribe(event, print) for event in ("a", "b", "a", "c", "b")]
+    assert ids == sorted(set(ids))
+    pubpen.unsubscribe(ids[-1])
+    assert pubpen.subscribe("a", print) > ids[-1]  # ids are never reused
+
+
+@pytest.mark.asyncio
+async def test_unsubscribe_of_unknown_or_removed_id_is_ignored(pubpen: PubPen) -> None:
+    sub_id = pubpen.subscribe("a", print)
+    pubpen.unsubscribe(sub_id)
+    pubpen.unsubscribe(sub_id)
+    pubpen.unsubscribe(12345)
+    assert is_empty(pubpen)
+
+
+@pytest.mark.asyncio
+async def test_args_and_kwargs_reach_the_callback(pubpen: PubPen) -> None:
+    calls: list[Any] = []
+    pubpen.subscribe("e", lambda *a, **k: calls.append((a, k)))
+    pubpen.publish("e", 1, "two", three=3)
+    await drained(pubpen)
+    assert calls == [((1, "two"), {"three": 3})]
+
+
+@pytest.mark.asyncio
+async def test_emit_warns_and_still_delivers(pubpen: PubPen) -> None:
+    calls: list[int] = []
+    pubpen.subscribe("e", calls.append)
+    with pytest.warns(DeprecationWarning, match="publish"):
+        pubpen.emit("e", 7)
+    await drained(pubpen)
+    assert calls == [7]
+
+
+@pytest.mark.asyncio
+async def test_event_list_rejects_subscribe_to_unknown_event_by_name() -> None:
+    pubpen = PubPen(asyncio.get_running_loop(), event_list=["known"])
+    pubpen.subscribe("known", print)
+    with pytest.raises(EventNotFoundError, match="typo_event"):
+        pubpen.subscribe("typo_event", print)
+
+
+@pytest.mark.asyncio
+async def test_event_list_rejects_publish_of_unknown_event_by_name() -> None:
+    pubpen = PubPen(asyncio.get_running_loop(), event_list=["known"])
+    pubpen.publish("known")
+    with pytest.raises(EventNotFoundError, match="typo_event"):
+        pubpen.publish("typo_event")
+
+
+@pytest.mark.asyncio
+async def test_empty_event_list_allows_any_event_as_in_0_4_3() -> None:
+    pubpen = PubPen(asyncio.get_running_loop(), event_list=[])
+    calls: list[int] = []
+    pubpen.subscribe("anything", calls.append)
+    pubpen.publish("anything", 1)
+    await drained(pubpen)
+    assert calls == [1]
+
+
+@pytest.mark.asyncio
+async def test_publish_without_subscribers_is_a_no_op(pubpen: PubPen) -> None:
+    pubpen.publish("nobody_listens", 1)
+    await drained(pubpen)
+    assert is_empty(pubpen)
+
+
+# --- 1. Deferred delivery, order --------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_publish_never_calls_a_callback_itself(pubpen: PubPen) -> None:
+    calls: list[int] = []
+    pubpen.subscribe("e", calls.append)
+    pubpen.publish("e", 1)
+    assert calls == []
+    await drained(pubpen)
+    assert calls == [1]
+
+
+@pytest.mark.asyncio
+async def test_callbacks_run_in_subscription_order(pubpen: PubPen) -> None:
+    calls: list[str] = []
+    for name in "abcde":
+        pubpen.subscribe("e", functools.partial(calls.append, name))
+    pubpen.publish("e")
+    await drained(pubpen)
+    assert calls == list("abcde")
+
+
+@pytest.mark.asyncio
+async def test_delivery_is_fifo_across_events(pubpen: PubPen) -> None:
+    calls: list[tuple[str, int]] = []
+    pubpen.subscribe("a", lambda n: calls.append(("a", n)))
+    pubpen.subscribe("b", lambda n: calls.append(("b", n)))
+    expected = [("a", 1), ("b", 2), ("a", 3), ("b", 4), ("b", 5), ("a", 6)]
+    for event, n in expected:
+        pubpen.publish(event, n)
+    await drained(pubpen)
+    assert calls == expected
+
+
+@pytest.mark.asyncio
+async def test_events_published_by_a_callback_come_after_those_already_queued(
+    pubpen: PubPen,
+) -> None:
+    calls: list[str] = []
+
+    def first(_: object) -> None:
+        calls.append("first")
+        pubpen.publish("third", None)
+
+    pubpen.subscribe("first", first)
+    pubpen.subscribe("second", lambda _: calls.append("second"))
+    pubpen.subscribe("third", lambda _: calls.append("third"))
+    pubpen.publish("first", None)
+    pubpen.publish("second", None)
+    await drained(pubpen)
+    assert calls == ["first", "second", "third"]
+
+
+@pytest.mark.asyncio
+async def test_subscription_made_after_publish_misses_that_event(pubpen: PubPen) -> None:
+    early: list[int] = []
+    late: list[int] = []
+    pubpen.subscribe("e", early.append)
+    pubpen.publish("e", 1)
+    pubpen.subscribe("e", late.append)
+    pubpen.publish("e", 2)
+    await drained(pubpen)
+    assert early == [1, 2]
+    assert late == [2]
+
+
+# --- 2. N subscriptions, N calls ---------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_callback_subscribed_n_times_is_called_n_times(pubpen: PubPen) -> None:
+    calls: list[int] = []
+    for _ in range(3):
+        pubpen.subscribe("e", calls.append)
+    pubpen.publish("e", 1)
+    await drained(pubpen)
+    assert calls == [1, 1, 1]
+
+
+@pytest.mark.asyncio
+async def test_bound_method_subscribed_n_times_is_called_n_times(pubpen: PubPen) -> None:
+    calls: list[int] = []
+    recorder = Recorder(calls)
+    for _ in range(3):
+        pubpen.subscribe("e", recorder.method)
+    pubpen.publish("e", 1)
+    await drained(pubpen)
+    assert calls == [1, 1, 1]
+
+
+# --- 3. References -------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_bound_method_is_held_weakly_and_leaves_nothing_behind(pubpen: PubPen) -> None:
+    calls: list[int] = []
+    recorder = Recorder(calls)
+    pubpen.subscribe("e", recorder.method)
+    pubpen.publish("e", 1)
+    await drained(pubpen)
+    assert calls == [1]
+
+    del recorder
+    gc.collect()
+    assert is_empty(pubpen)
+    pubpen.publish("e", 2)
+    await drained(pubpen)
+    assert calls == [1]
+
+
+@pytest.mark.asyncio
+async def test_object_dying_with_an_event_queued_is_not_called(pubpen: PubPen) -> None:
+    calls: list[int] = []
+    recorder = Recorder(calls)
+    pubpen.subscribe("e", recorder.method)
+    pubpen.publish("e", 1)
+    del recorder
+    gc.collect()
+    await drained(pubpen)
+    assert calls == []
+    assert is_empty(pubpen)
+
+
+@pytest.mark.asyncio
+async def test_partial_is_held_strongly_and_called(pubpen: PubPen) -> None:
+    # pubmarine 0.4.3 held this partial weakly: it died at once and was never called.
+    calls: list[tuple[str, int]] = []
+    pubpen.subscribe("e", functools.partial(lambda tag, n: calls.append((tag, n)), "tag"))
+    gc.collect()
+    pubpen.publish("e", 1)
+    await drained(pubpen)
+    assert calls == [("tag", 1)]
+
+
+@pytest.mark.asyncio
+async def test_lambda_is_held_strongly_and_called(pubpen: PubPen) -> None:
+    # pubmarine 0.4.3 held this lambda weakly: it died at once and was never called.
+    calls: list[int] = []
+    pubpen.subscribe("e", lambda n: calls.append(n))
+    gc.collect()
+    pubpen.publish("e", 1)
+    await drained(pubpen)
+    assert calls == [1]
+
+
+@pytest.mark.asyncio
+async def test_nested_function_is_held_strongly(pubpen: PubPen) -> None:
+    calls: list[int] = []
+
+    def make_callback() -> Any:
+        def callback(n: int) -> None:
+            calls.append(n)
+
+        return callback
+
+    pubpen.subscribe("e", make_callback())
+    gc.collect()
+    pubpen.publish("e", 1)
+    await drained(pubpen)
+    assert calls == [1]
+
+
+@pytest.mark.asyncio
+async def test_weak_false_keeps_a_bound_method_alive(pubpen: PubPen) -> None:
+    calls: list[int] = []
+    recorder = Recorder(calls)
+    alive = weakref.ref(recorder)
+    pubpen.subscribe("e", recorder.method, weak=False)
+    del recorder
+    gc.collect()
+    assert alive() is not None
+    pubpen.publish("e", 1)
+    await drained(pubpen)
+    assert calls == [1]
+
+
+@pytest.mark.asyncio
+async def test_weak_true_holds_a_function_weakly(pubpen: PubPen) -> None:
+    calls: list[int] = []
+
+    def callback(n: int) -> None:
+        calls.append(n)
+
+    pubpen.subscribe("e", callback, weak=True)
+    pubpen.publish("e", 1)
+    await drained(pubpen)
+    assert calls == [1]
+
+    del callback
+    gc.collect()
+    assert is_empty(pubpen)
+    pubpen.publish("e", 2)
+    await drained(pubpen)
+    assert calls == [1]
+
+
+@pytest.mark.asyncio
+async def test_weak_true_on_an_unreferenceable_callable_raises_type_error(
+    pubpen: PubPen,
+) -> None:
+    class NoWeakRefs:
+        __slots__ = ()
+
+        def __call__(self) -> None:
+            pass
+
+    with pytest.raises(TypeError):
+        pubpen.subscribe("e", NoWeakRefs(), weak=True)
+    assert is_empty(pubpen)
+
+
+@pytest.mark.asyncio
+async def test_method_of_an_unreferenceable_object_is_held_strongly_by_default(
+    pubpen: PubPen,
+) -> None:
+    # pubmarine 0.4.3 fell back to a weak reference to the bound method itself, which died
+    # at once: such a method was never called.
+    calls: list[int] = []
+
+    class Slotted:
+        __slots__ = ()
+
+        def method(self, n: int) -> None:
+            calls.append(n)
+
+    pubpen.subscribe("e", Slotted().method)
+    gc.collect()
+    pubpen.publish("e", 1)
+    await drained(pubpen)
+    assert calls == [1]
+
+
+@pytest.mark.asyncio
+async def test_unsubscribe_leaves_nothing_behind(pubpen: PubPen) -> None:
+    ids = [pubpen.subscribe(event, print) for event in ("a", "b", "a")]
+    pubpen.publish("a", "x")  # fills the snapshot cache
+    for sub_id in ids:
+        pubpen.unsubscribe(sub_id)
+    assert is_empty(pubpen)
+    await drained(pubpen)
+
+
+# --- 4. Unsubscribe wins -------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_unsubscribe_wins_over_an_event_already_published(pubpen: PubPen) -> None:
+    calls: list[int] = []
+    sub_id = pubpen.subscribe("e", calls.append)
+    pubpen.publish("e", 1)
+    pubpen.unsubscribe(sub_id)
+    await drained(pubpen)
+    assert calls == []
+
+
+@pytest.mark.asyncio
+async def test_unsubscribe_by_an_earlier_callback_wins_within_one_delivery(
+    pubpen: PubPen,
+) -> None:
+    calls: list[str] = []
+    victim = 0
+
+    def killer(_: object) -> None:
+        calls.append("killer")
+        pubpen.unsubscribe(victim)
+
+    pubpen.subscribe("e", killer)
+    victim = pubpen.subscribe("e", lambda _: calls.append("victim"))
+    pubpen.publish("e", None)
+    pubpen.publish("e", None)
+    await drained(pubpen)
+    assert calls == ["killer", "killer"]
+
+
+@pytest.mark.asyncio
+async def test_removing_many_subscriptions_in_reverse_is_fast(pubpen: PubPen) -> None:
+    # 0.4.3 scanned the event's subscriptions on each unsubscribe: quadratic, minutes here.
+    loop = asyncio.get_running_loop()
+    ids = [pubpen.subscribe("e", print) for _ in range(100_000)]
+    started = loop.time()
+    for sub_id in reversed(ids):
+        pubpen.unsubscribe(sub_id)
+    assert loop.time() - started < 5.0  # a generous bound; it takes a few tens of ms
+    assert is_empty(pubpen)
+
+
+# --- 5. Coroutine callbacks ---------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_coroutine_callback_runs_to_completion(pubpen: PubPen) -> None:
+    calls: list[str] = []
+
+    async def callback(n: int) -> None:
+        calls.append(f"start {n}")
+        await asyncio.sleep(0)
+        calls.append(f"end {n}")
+
+    pubpen.subscribe("e", callback)
+    pubpen.publish("e", 1)
+    await drained(pubpen)
+    assert calls == ["start 1", "end 1"]
+
+
+@pytest.mark.asyncio
+async def test_coroutine_task_is_kept_referenced_until_it_finishes(pubpen: PubPen) -> None:
+    # The task waits on a future that only the task itself references. Were the bus to drop
+    # the task, garbage collection would destroy task and future while still pending.
+    loop = asyncio.get_running_loop()
+    gate: list[weakref.ref[asyncio.Future[None]]] = []
+    finished = loop.create_future()
+
+    async def callback() -> None:
+        inner: asyncio.Future[None] = loop.create_future()
+        gate.append(weakref.ref(inner))
+        await inner
+        finished.set_result(None)
+
+    pubpen.subscribe("e", callback)
+    pubpen.publish("e")
+    while not gate:
+        await asyncio.sleep(0)
+    gc.collect()
+    inner = gate[0]()
+    assert inner is not None, "the pending task was garbage collected"
+    inner.set_result(None)
+    del inner
+    await asyncio.wait_for(finished, DEADLINE)
+    await drained(pubpen)
+    assert not pubpen._tasks
+
+
+@pytest.mark.asyncio
+async def test_drain_waits_for_tasks_and_what_they_publish(pubpen: PubPen) -> None:
+    calls: list[str] = []
+
+    async def step(n: int) -> None:
+        await asyncio.sleep(0)
+        calls.append(f"step {n}")
+        if n < 3:
+            pubpen.publish("step", n + 1)
+
+    pubpen.subscribe("step", step)
+    pubpen.publish("step", 1)
+    await drained(pubpen)
+    assert calls == ["step 1", "step 2", "step 3"]
+
+
+@pytest.mark.asyncio
+async def test_drain_returns_at_once_when_idle(pubpen: PubPen) -> None:
+    await drained(pubpen)
+
+
+# --- 6. Isolation --------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_failing_callback_does_not_stop_the_others(pubpen: PubPen) -> None:
+    errors = capture_errors(asyncio.get_running_loop())
+    calls: list[str] = []
+    boom = ValueError("boom")
+
+    def fail(_: object) -> None:
+        raise boom
+
+    pubpen.subscribe("e", lambda n: calls.append(f"before {n}"))
+    pubpen.subscribe("e", fail)
+    pubpen.subscribe("e", lambda n: calls.append(f"after {n}"))
+    pubpen.subscribe("later", lambda n: calls.append(f"later {n}"))
+    pubpen.publish("e", 1)
+    pubpen.publish("later", 2)
+    await drained(pubpen)
+    assert calls == ["before 1", "after 1", "later 2"]
+    assert len(errors) == 1
+    assert errors[0]["exception"] is boom
+    assert "'e'" in errors[0]["message"]
+
+
+@pytest.mark.asyncio
+async def test_failing_task_is_reported_naming_the_event(pubpen: PubPen) -> None:
+    errors = capture_errors(asyncio.get_running_loop())
+    calls: list[int] = []
+    boom = RuntimeError("task boom")
+
+    async def fail(_: object) -> None:
+        await asyncio.sleep(0)
+        raise boom
+
+    pubpen.subscribe("async_event", fail)
+    pubpen.subscribe("async_event", calls.append)
+    pubpen.publish("async_event", 1)
+    pubpen.publish("async_event", 2)
+    await drained(pubpen)
+    assert calls == [1, 2]
+    assert [context["exception"] for context in errors] == [boom, boom]
+    assert all("'async_event'" in context["message"] for context in errors)
+
+
+@pytest.mark.asyncio
+async def test_cancelled_task_is_not_reported(pubpen: PubPen) -> None:
+    errors = capture_errors(asyncio.get_running_loop())
+
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    pubpen.subscribe("e", cancelled)
+    pubpen.publish("e")
+    await drained(pubpen)
+    assert errors == []
+    assert not pubpen._tasks
+
+
+# --- 7. Threads and the loop ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_publish_from_a_thread_runs_callbacks_on_the_loop_thread_in_order(
+    pubpen: PubPen,
+) -> None:
+    loop = asyncio.get_running_loop()
+    count = 2_000
+    seen: list[tuple[int, int]] = []
+    done = loop.create_future()
+
+    def callback(n: int) -> None:
+        seen.append((threading.get_ident(), n))
+        if n == count - 1:
+            done.set_result(None)
+
+    pubpen.subscribe("e", callback)
+    publisher = threading.Thread(target=publish_many, args=(pubpen, count))
+    publisher.start()
+    # The loop has nothing else to do: it sleeps until the thread's publish wakes it.
+    await asyncio.wait_for(done, DEADLINE)
+    await loop.run_in_executor(None, publisher.join)
+    assert {ident for ident, _ in seen} == {threading.get_ident()}
+    assert [n for _, n in seen] == list(range(count))
+
+
+@pytest.mark.asyncio
+async def test_publish_from_a_thread_wakes_an_idle_loop_at_once(pubpen: PubPen) -> None:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[float] = loop.create_future()
+    published_at: list[float] = []
+    pubpen.subscribe("e", lambda: done.set_result(time.monotonic()))
+
+    def publisher() -> None:
+        # The pause is not synchronisation: it lets the loop fall asleep in select(), with
+        # nothing due before the deadline, so only a real wake-up can deliver in time.
+        time.sleep(0.2)
+        published_at.append(time.monotonic())
+        pubpen.publish("e")
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    delivered_at = await asyncio.wait_for(done, DEADLINE)
+    await loop.run_in_executor(None, thread.join)
+    assert delivered_at - published_at[0] < DEADLINE / 4
+
+
+@pytest.mark.asyncio
+async def test_threads_and_loop_publishing_together_lose_nothing(pubpen: PubPen) -> None:
+    loop = asyncio.get_running_loop()
+    threads, count = 4, 500
+    seen: dict[str, list[int]] = {}
+    done = loop.create_future()
+    total = (threads + 1) * count
+
+    def callback(source: str, n: int) -> None:
+        seen.setdefault(source, []).append(n)
+        if sum(map(len, seen.values())) == total:
+            done.set_result(None)
+
+    pubpen.subscribe("e", callback)
+    workers = [
+        threading.Thread(target=publish_many, args=(pubpen, count, f"t{i}")) for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for n in range(count):
+        pubpen.publish("e", "loop", n)
+        if n % 50 == 0:
+            await asyncio.sleep(0)
+    await asyncio.wait_for(done, DEADLINE)
+    for worker in workers:
+        await loop.run_in_executor(None, worker.join)
+    assert all(ns == list(range(count)) for ns in seen.values())
+    assert len(seen) == threads + 1
+
+
+def test_publish_before_the_loop_runs_is_delivered_once_it_runs() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        pubpen = PubPen(loop)
+        calls: list[int] = []
+        pubpen.subscribe("e", calls.append)
+        pubpen.publish("e", 1)
+        pubpen.publish("e", 2)
+        assert calls == []
+        loop.run_until_complete(asyncio.wait_for(pubpen.drain(), DEADLINE))
+        assert calls == [1, 2]
+    finally:
+        loop.close()
+
+
+@pytest.mark.asyncio
+async def test_republishing_callback_does_not_starve_the_loop(pubpen: PubPen) -> None:
+    # A callback that publishes again on every call must leave room for the loop's other
+    # work; 0.4.3-style "deliver until the queue is empty" would never let `other` run.
+    loop = asyncio.get_running_loop()
+    limit = 10_000
+    calls = 0
+    other_ran_at: list[int] = []
+
+    def again() -> None:
+        nonlocal calls
+        calls += 1
+        if not other_ran_at and calls < limit:
+            pubpen.publish("again")
+
+    pubpen.subscribe("again", again)
+    pubpen.publish("again")
+    loop.call_soon(lambda: other_ran_at.append(calls))
+    await drained(pubpen)
+    assert other_ran_at, "the other callback never ran"
+    assert other_ran_at[0] < 5
+
+
+@pytest.mark.asyncio
+async def test_republishing_callback_does_not_starve_socket_io(pubpen: PubPen) -> None:
+    import socket
+
+    loop = asyncio.get_running_loop()
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    right.setblocking(False)
+    limit = 100_000
+    calls = 0
+    received = loop.create_future()
+    loop.add_reader(right.fileno(), lambda: received.set_result(right.recv(10)))
+
+    def again() -> None:
+        nonlocal calls
+        calls += 1
+        if not received.done() and calls < limit:
+            pubpen.publish("again")
+
+    try:
+        pubpen.subscribe("again", again)
+        pubpen.publish("again")
+        left.send(b"ping")
+        assert await asyncio.wait_for(received, DEADLINE) == b"ping"
+        await drained(pubpen)
+        assert calls < limit
+    finally:
+        loop.remove_reader(right.fileno())
+        left.close()
+        right.close()
