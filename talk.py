@@ -409,6 +409,7 @@ class Display:
         self.history = History()
         self.input = InputLine()
         self.status = ""
+        self.on_screen = False  # between __enter__ and __exit__: curses owns the terminal
         self._redraw_pending = False
         self._idle_reads = 0
 
@@ -423,6 +424,7 @@ class Display:
         for name in ("LINES", "COLUMNS"):  # stale after the first resize; ask the terminal
             os.environ.pop(name, None)
         self.stdscr = curses.initscr()
+        self.on_screen = True
         try:
             curses.noecho()
             curses.cbreak()
@@ -442,6 +444,7 @@ class Display:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.on_screen = False  # drawing now would take the terminal back from the shell
         loop = self.pubpen.loop
         if not loop.is_closed():
             loop.remove_reader(sys.stdin.fileno())
@@ -540,6 +543,8 @@ class Display:
 
     def draw(self) -> None:
         self._redraw_pending = False
+        if not self.on_screen:
+            return  # news before the screen is set up is drawn by __enter__
         scr = self.stdscr
         scr.erase()
         rows, cols = scr.getmaxyx()
@@ -853,8 +858,10 @@ ENDING_SIGNALS = {
 
 
 async def converse(pubpen: PubPen, path: str) -> tuple[str, int]:
-    """Run one conversation on ``path``; return why it ended and the exit status."""
+    """The guide's main block: connect (or wait for a caller), then show the conversation
+    until it ends. Returns why it ended and the exit status."""
     loop = pubpen.loop
+    display = Display(pubpen)
     ending: asyncio.Future[tuple[str, int]] = loop.create_future()
 
     def finish(reason: str, status: int = 0) -> None:
@@ -866,9 +873,12 @@ async def converse(pubpen: PubPen, path: str) -> tuple[str, int]:
     for signum, reason in ENDING_SIGNALS.items():
         loop.add_signal_handler(signum, pubpen.publish, "quit", reason, 128 + signum)
     try:
+        # The socket first: a problem with the path is then a plain message, with no
+        # flash of a screen that curses sets up only to take down again.
         line = await open_line(pubpen, path)
         try:
-            return await ending
+            with display:
+                return await ending
         finally:
             await line.hang_up()
     finally:
@@ -929,15 +939,14 @@ def main(argv: list[str] | None = None) -> int:
     loop.set_exception_handler(crashed)
     try:
         check_terminal()
-        with Display(pubpen):
-            reason, status = loop.run_until_complete(converse(pubpen, args.socket))
+        reason, status = loop.run_until_complete(converse(pubpen, args.socket))
     except TalkError as e:
         reason, status = str(e), 1
     except KeyboardInterrupt:
         reason, status = "interrupted", 128 + signal.SIGINT
     finally:
         loop.close()
-    # The terminal is restored by now (Display has exited).
+    # The terminal is restored by now (the Display has exited).
     for context in crashes:
         report_crash(context)
     with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
