@@ -55,6 +55,10 @@ from pubmarine import PubPen
 
 PATH = "/var/tmp/talk.sock"
 
+#: Every event the parts exchange (see the table above); the PubPen rejects any other name,
+#: so a typo in an event name fails loudly instead of going nowhere.
+EVENTS = ("typed", "outgoing", "incoming", "error", "info", "conn_lost", "quit")
+
 MYSELF = "<myself>"
 YOU = "<you>"
 
@@ -928,7 +932,7 @@ def main(argv: list[str] | None = None) -> int:
 
     crashes: list[dict[str, Any]] = []
     loop = asyncio.new_event_loop()
-    pubpen = PubPen(loop)
+    pubpen = PubPen(loop, EVENTS)
 
     def crashed(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         # A callback raised: end the program; main() prints the traceback once the
