@@ -6,6 +6,8 @@ Not a test file: the end-to-end tests import it.
   byte it writes into a ``pyte`` screen, so tests assert on rows and columns, not escape codes.
 - ``Peer`` is a plain AF_UNIX stream socket, the test's own ``nc -U``.
 - ``wait_until`` polls a condition that is not on a screen (a socket file appears, ...).
+- ``waiting``, ``talking_to``, ``conversation``, ``input_row``, ``start_server`` and
+  ``start_with_peer`` are what talk.py's screen shows and how a test gets talk.py to it.
 
 Nothing here sleeps to synchronise: every wait has a deadline and ends as soon as its condition
 holds, and a failed wait raises ``AssertionError`` that shows what was there instead.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import signal
 import socket
@@ -22,12 +25,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pyte
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TALK_PY = REPO_ROOT / "talk.py"
+LOGIN = pwd.getpwuid(os.getuid()).pw_name  # the user name talk.py shows for this process
 
 DEFAULT_TIMEOUT = 10.0
 _READ_SLICE = 0.05  # longest single blocking read; waits loop on it until their deadline
@@ -194,19 +199,9 @@ class Talk:
         """Read what the program wrote within ``timeout`` seconds; False once it reached EOF."""
         if self.eof:
             return False
-        try:
-            data = self.child.read_nonblocking(1 << 16, timeout=timeout)
-        except pexpect.TIMEOUT:
-            return True
-        except pexpect.EOF:
-            self.eof = True
-            self.eof_at = time.monotonic()
-            return False
-        self._feed(data)
-        # Take whatever else is already waiting, so the screen is as current as possible.
         while True:
             try:
-                data = self.child.read_nonblocking(1 << 16, timeout=0)
+                data = self.child.read_nonblocking(1 << 16, timeout=timeout)
             except pexpect.TIMEOUT:
                 return True
             except pexpect.EOF:
@@ -214,6 +209,8 @@ class Talk:
                 self.eof_at = time.monotonic()
                 return False
             self._feed(data)
+            # Then take whatever else is already waiting, so the screen is as current as possible.
+            timeout = 0
 
     def wait_until(
         self,
@@ -492,3 +489,47 @@ class Listener:
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+# -- talk.py's screen (UI contract: row 0 status, rows 2..R-3 conversation, row R-1 input) ---------
+
+
+def waiting(path: str) -> str:
+    """The status line of a server that waits on ``path``."""
+    return f"Waiting for someone to connect to {path}"
+
+
+def talking_to(pid: int, login: str = LOGIN) -> str:
+    """The start of the status line once talking to process ``pid`` of user ``login``."""
+    return f"Talking to {login} (pid {pid})"
+
+
+def conversation(talk: Talk) -> list[str]:
+    """The rows of the conversation area: 2 .. R-3."""
+    return talk.display[2 : talk.rows - 2]
+
+
+def input_row(talk: Talk) -> str:
+    """The input line: the bottom row."""
+    return talk.row(talk.rows - 1)
+
+
+def start_server(spawn: Callable[..., Talk], path: str, **kwargs: Any) -> Talk:
+    """``spawn`` talk.py on ``path``; wait until it shows it is waiting and the socket exists."""
+    talk = spawn(path, **kwargs)
+    if len(waiting(path)) < talk.cols:
+        talk.wait_for_row(0, waiting(path))
+    else:  # how a status line too long for the screen is cut is not specified
+        talk.wait_for_row(0, "Waiting for")
+    wait_until(lambda: os.path.exists(path), what=f"socket file {path}")
+    return talk
+
+
+def start_with_peer(
+    spawn: Callable[..., Talk], peer: Callable[[str], Peer], path: str, **kwargs: Any
+) -> tuple[Talk, Peer]:
+    """talk.py serving on ``path`` with a plain socket (this process) connected to it."""
+    talk = start_server(spawn, path, **kwargs)
+    other = peer(path)
+    talk.wait_for_row(0, talking_to(os.getpid()))
+    return talk, other

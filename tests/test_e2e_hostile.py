@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -35,9 +34,21 @@ from collections.abc import Callable, Iterator
 from functools import partial
 
 import pytest
-from terminal import REPO_ROOT, TALK_PY, Peer, Talk, child_env, wait_until
+from terminal import (
+    REPO_ROOT,
+    TALK_PY,
+    Peer,
+    Talk,
+    child_env,
+    conversation,
+    input_row,
+    start_server,
+    start_with_peer,
+    talking_to,
+    wait_until,
+    waiting,
+)
 
-LOGIN = pwd.getpwuid(os.getuid()).pw_name
 DEADLINE = 10.0  # for anything to show up
 PROMPTLY = 5.0  # from a trigger (signal, peer death) to the program's exit; CI is noisy
 MAX_LINE = 64 * 1024
@@ -52,23 +63,6 @@ needs_root = pytest.mark.skipif(
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def waiting(path: str) -> str:
-    return f"Waiting for someone to connect to {path}"
-
-
-def talking_to(pid: int, login: str = LOGIN) -> str:
-    return f"Talking to {login} (pid {pid})"
-
-
-def conversation(talk: Talk) -> list[str]:
-    """The rows of the conversation area: 2 .. R-3."""
-    return talk.display[2 : talk.rows - 2]
-
-
-def input_row(talk: Talk) -> str:
-    return talk.row(talk.rows - 1)
 
 
 def last_row(talk: Talk) -> str:
@@ -106,21 +100,6 @@ def terminal_restored(talk: Talk) -> bool:
     return talk.left_alternate_screen and bool(lflag & termios.ICANON)
 
 
-def start_server(spawn, path: str, **kwargs) -> Talk:
-    talk = spawn(path, **kwargs)
-    talk.wait_for_row(0, waiting(path))
-    wait_until(lambda: os.path.exists(path), what=f"socket file {path}")
-    return talk
-
-
-def start_with_peer(spawn, peer, path: str, **kwargs) -> tuple[Talk, Peer]:
-    """talk.py serving on ``path`` with a plain socket (this process) connected to it."""
-    talk = start_server(spawn, path, **kwargs)
-    other = peer(path)
-    talk.wait_for_row(0, talking_to(os.getpid()))
-    return talk, other
-
-
 def unread(peer: Peer) -> int:
     """Bytes the peer sent that the other end has not read yet (SIOCOUTQ)."""
     out = fcntl.ioctl(peer.sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
@@ -144,6 +123,16 @@ def exit_of(talk: Talk, timeout: float = DEADLINE) -> tuple[int, str]:
     """Wait for the program to end: (exit status, everything printed after curses ended)."""
     status = talk.wait_exit(timeout)
     return status, talk.after_exit
+
+
+def exit_with_one_line(talk: Talk, start: str) -> str:
+    """Wait for exit status 1 after one printed line that begins with ``start``; that line."""
+    status, printed = exit_of(talk)
+    assert status == 1, f"exit status {status}; printed {printed!r}"
+    assert printed.startswith(start) and "\n" not in printed, (
+        f"expected one line starting {start!r}, got {printed!r}"
+    )
+    return printed
 
 
 # Runs argv[3:] as uid argv[1], gid argv[2], with no supplementary groups.
@@ -523,13 +512,7 @@ def test_path_that_is_not_a_socket_is_left_alone_with_an_error(spawn, peer, sock
     before = {path: _snapshot(path) for path in watched}
 
     talk = spawn(sock_path)
-    status, printed = exit_of(talk)
-
-    assert status == 1, f"exit status {status}; printed {printed!r}"
-    expected = f"talk: {sock_path} exists and is not a socket"
-    assert printed.startswith(expected) and "\n" not in printed, (
-        f"expected one line starting {expected!r}, got {printed!r}"
-    )
+    exit_with_one_line(talk, f"talk: {sock_path} exists and is not a socket")
     assert "Traceback" not in talk.output
     after = {path: _snapshot(path) for path in watched}
     assert after == before, f"the {kind} at the socket path was touched"
@@ -542,13 +525,7 @@ def test_missing_directory_is_a_clear_error(spawn, sock_path):
     directory = os.path.join(os.path.dirname(sock_path), "missing")
     path = os.path.join(directory, "talk.sock")
     talk = spawn(path)
-    status, printed = exit_of(talk)
-
-    assert status == 1, f"exit status {status}; printed {printed!r}"
-    expected = f"talk: cannot create socket {path}: "
-    assert printed.startswith(expected) and "\n" not in printed, (
-        f"expected one line starting {expected!r}, got {printed!r}"
-    )
+    exit_with_one_line(talk, f"talk: cannot create socket {path}: ")
     assert not os.path.exists(directory), "talk.py created the missing directory"
 
 
@@ -556,13 +533,7 @@ def test_missing_directory_is_a_clear_error(spawn, sock_path):
 def test_unwritable_directory_is_a_clear_error(spawn, public_dir):
     path = os.path.join(public_dir, "talk.sock")
     talk = spawn_as(spawn, NOBODY, path)
-    status, printed = exit_of(talk)
-
-    assert status == 1, f"exit status {status}; printed {printed!r}"
-    expected = f"talk: cannot create socket {path}: "
-    assert printed.startswith(expected) and "\n" not in printed, (
-        f"expected one line starting {expected!r}, got {printed!r}"
-    )
+    exit_with_one_line(talk, f"talk: cannot create socket {path}: ")
     assert os.listdir(public_dir) == [], "something was created in the directory"
 
 
@@ -580,13 +551,7 @@ def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option
     before = _snapshot(path)
 
     talk = spawn_as(spawn, OTHER_UID, path)
-    status, printed = exit_of(talk)
-
-    assert status == 1, f"exit status {status}; printed {printed!r}"
-    expected = f"talk: {path} is a stale socket"
-    assert printed.startswith(expected) and "\n" not in printed, (
-        f"expected one line starting {expected!r}, got {printed!r}"
-    )
+    printed = exit_with_one_line(talk, f"talk: {path} is a stale socket")
     assert "cannot be removed" in printed and "--socket" in printed, printed
     assert _snapshot(path) == before, "the other user's socket was touched"
 
@@ -744,10 +709,7 @@ def test_stdin_not_a_terminal_is_a_clear_error(sock_path):
 
 def test_unknown_terminal_type_is_a_clear_error(spawn, sock_path):
     talk = spawn(sock_path, env=child_env(TERM="nosuchterm"))
-    status, printed = exit_of(talk)
-
-    assert status == 1, f"exit status {status}; printed {printed!r}"
-    assert printed.startswith("talk: unknown terminal type") and "\n" not in printed, printed
+    printed = exit_with_one_line(talk, "talk: unknown terminal type")
     assert "Traceback" not in talk.output, printed
     assert not os.path.exists(sock_path), "a socket was created without a usable terminal"
 

@@ -16,36 +16,27 @@ Nothing sleeps to synchronise: each step waits, with a deadline, for what it exp
 from __future__ import annotations
 
 import os
-import pwd
 import signal
 import stat
 import time
 
 import pytest
-from terminal import Peer, Talk, child_env, wait_until
+from terminal import (
+    Talk,
+    child_env,
+    conversation,
+    input_row,
+    start_server,
+    start_with_peer,
+    talking_to,
+    wait_until,
+    waiting,
+)
 
-LOGIN = pwd.getpwuid(os.getuid()).pw_name
 EXIT_WITHIN = 2.0  # seconds from the trigger to the exit (the spec says 0.5 s; CI is noisy)
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def waiting(path: str) -> str:
-    return f"Waiting for someone to connect to {path}"
-
-
-def talking_to(pid: int) -> str:
-    return f"Talking to {LOGIN} (pid {pid})"
-
-
-def conversation(talk: Talk) -> list[str]:
-    """The rows of the conversation area: 2 .. R-3."""
-    return talk.display[2 : talk.rows - 2]
-
-
-def input_row(talk: Talk) -> str:
-    return talk.row(talk.rows - 1)
 
 
 def assert_layout(talk: Talk) -> None:
@@ -56,16 +47,6 @@ def assert_layout(talk: Talk) -> None:
     assert len(separators) == 2, talk.text()
 
 
-def start_server(spawn, path: str, **kwargs) -> Talk:
-    server = spawn(path, **kwargs)
-    if len(waiting(path)) < server.cols:
-        server.wait_for_row(0, waiting(path))
-    else:  # how a status line too long for the screen is cut is not specified
-        server.wait_for_row(0, "Waiting for")
-    wait_until(lambda: os.path.exists(path), what=f"socket file {path}")
-    return server
-
-
 def start_pair(spawn, path: str, **kwargs) -> tuple[Talk, Talk]:
     """Two talk.py on ``path``, connected to each other: (server, client)."""
     server = start_server(spawn, path, **kwargs)
@@ -73,14 +54,6 @@ def start_pair(spawn, path: str, **kwargs) -> tuple[Talk, Talk]:
     client.wait_for_row(0, talking_to(server.pid))
     server.wait_for_row(0, talking_to(client.pid))
     return server, client
-
-
-def start_with_peer(spawn, peer, path: str, **kwargs) -> tuple[Talk, Peer]:
-    """talk.py as the server on ``path`` with a plain socket connected to it."""
-    talk = start_server(spawn, path, **kwargs)
-    sock = peer(path)
-    talk.wait_for_row(0, talking_to(os.getpid()))
-    return talk, sock
 
 
 def assert_ended(talk: Talk, trigger_time: float, reason: str, status: int = 0) -> None:
@@ -329,6 +302,19 @@ def message_rows(talk: Talk) -> list[str]:
     return [row for row in conversation(talk) if row]
 
 
+def assert_wrapped(talk: Talk, text: str) -> None:
+    """One message from the peer, ``text`` but for spaces, on 3+ rows; continuations indented."""
+    rows = message_rows(talk)
+    # A message that is one long word may start on the row after "<you>" (talk.py does that).
+    assert rows[0].startswith("<you>"), rows
+    assert len(rows) >= 3, rows
+    for row in rows[1:]:
+        assert row.startswith(" "), f"continuation row not indented: {row!r}"
+    shown = "".join("".join(rows).removeprefix("<you>").split())
+    assert shown == text
+    assert_layout(talk)
+
+
 @pytest.mark.parametrize(
     "words",
     [
@@ -340,14 +326,7 @@ def test_long_message_wraps_with_indented_continuation_rows(spawn, peer, sock_pa
     talk, sock = start_with_peer(spawn, peer, sock_path)
     sock.send_line(" ".join(words))  # about 200 characters: 3 rows at 80 columns
     talk.wait_until(lambda t: words[-1][-6:] in t.text(), what="the end of the long message")
-    rows = message_rows(talk)
-    assert rows[0].startswith("<you>"), rows
-    assert len(rows) >= 3, rows
-    for row in rows[1:]:
-        assert row.startswith(" "), f"continuation row not indented: {row!r}"
-    shown = "".join("".join(rows).removeprefix("<you>").split())
-    assert shown == "".join(words)
-    assert_layout(talk)
+    assert_wrapped(talk, "".join(words))
 
 
 def test_wide_characters_wrap_by_display_width(spawn, peer, sock_path):
@@ -355,15 +334,7 @@ def test_wide_characters_wrap_by_display_width(spawn, peer, sock_path):
     message = "漢字" * 40 + "😀" * 20  # 160 + 40 columns, 100 characters
     sock.send_line(message)
     talk.wait_until(lambda t: t.text().count("😀") == 20, what="all of the message")
-    rows = message_rows(talk)
-    # A message that is one long word may start on the row after "<you>" (talk.py does that).
-    assert rows[0].startswith("<you>"), rows
-    assert len(rows) >= 3, rows
-    for row in rows[1:]:
-        assert row.startswith(" "), f"continuation row not indented: {row!r}"
-    shown = "".join("".join(rows).removeprefix("<you>").split())
-    assert shown == message
-    assert_layout(talk)
+    assert_wrapped(talk, message)
 
 
 def test_many_messages_scroll_and_page_up_down(spawn, peer, sock_path):

@@ -45,6 +45,14 @@ def is_empty(pubpen: PubPen) -> bool:
     return not (pubpen._subscriptions or pubpen._handlers or pubpen._snapshots)
 
 
+async def collect_and_publish_again(pubpen: PubPen) -> None:
+    """Collect garbage, check that no subscription is left, then publish ``e`` 2 and deliver it."""
+    gc.collect()
+    assert is_empty(pubpen)
+    pubpen.publish("e", 2)
+    await drained(pubpen)
+
+
 def publish_many(pubpen: PubPen, count: int, *first_args: Any) -> None:
     """Publish ``e`` ``count`` times with ``*first_args, n`` for n counting from 0."""
     for n in range(count):
@@ -248,10 +256,7 @@ async def test_bound_method_is_held_weakly_and_leaves_nothing_behind(pubpen: Pub
     assert calls == [1]
 
     del recorder
-    gc.collect()
-    assert is_empty(pubpen)
-    pubpen.publish("e", 2)
-    await drained(pubpen)
+    await collect_and_publish_again(pubpen)
     assert calls == [1]
 
 
@@ -334,10 +339,7 @@ async def test_weak_true_holds_a_function_weakly(pubpen: PubPen) -> None:
     assert calls == [1]
 
     del callback
-    gc.collect()
-    assert is_empty(pubpen)
-    pubpen.publish("e", 2)
-    await drained(pubpen)
+    await collect_and_publish_again(pubpen)
     assert calls == [1]
 
 
