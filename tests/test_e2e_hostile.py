@@ -54,6 +54,7 @@ PROMPTLY = 5.0  # from a trigger (signal, peer death) to the program's exit; CI 
 MAX_LINE = 64 * 1024
 CUT_MARK = " [line cut]"
 LEAVE_ALTERNATE_SCREEN = b"\x1b[?1049l"  # what curses' endwin() sends to an xterm
+ENTER_ALTERNATE_SCREEN = b"\x1b[?1049h"  # what curses sends when it takes the screen
 NOBODY = 65534
 OTHER_UID = 65533  # neither root nor nobody: may not remove nobody's file in a sticky directory
 
@@ -126,9 +127,14 @@ def exit_of(talk: Talk, timeout: float = DEADLINE) -> tuple[int, str]:
 
 
 def exit_with_one_line(talk: Talk, start: str) -> str:
-    """Wait for exit status 1 after one printed line that begins with ``start``; that line."""
+    """Wait for exit status 1 after one printed line that begins with ``start``; that line.
+
+    A problem found before the conversation starts is reported without taking the screen
+    over first: no flash of an empty talk screen before the message.
+    """
     status, printed = exit_of(talk)
     assert status == 1, f"exit status {status}; printed {printed!r}"
+    assert ENTER_ALTERNATE_SCREEN not in talk.raw, "the screen was taken over before the error"
     assert printed.startswith(start) and "\n" not in printed, (
         f"expected one line starting {start!r}, got {printed!r}"
     )
