@@ -343,7 +343,7 @@ class History:
     def add(self, who: str, text: str) -> None:
         message = Message(who, text)
         self.messages.append(message)
-        if self.scroll:
+        if self.scroll and self._width:
             self.scroll += len(message.rows(self._width))
 
     def page_up(self, height: int) -> None:
@@ -464,6 +464,8 @@ class Display:
 
     def read_keys(self) -> None:
         """Publish a ``typed`` event for each key waiting on stdin, without blocking."""
+        if not self.on_screen:
+            return  # get_wch() after endwin() would put the terminal back into curses mode
         for _ in range(KEYS_PER_READ):
             try:
                 key = self.stdscr.get_wch()
