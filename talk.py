@@ -65,8 +65,10 @@ YOU = "<you>"
 #: One line on the wire is at most this many bytes; the rest of a longer one is dropped.
 MAX_LINE_BYTES = 64 * 1024
 CUT_MARK = " [line cut]"
-#: How many messages the conversation keeps for scrolling back.
+#: How many messages the conversation keeps for scrolling back, and how many characters
+#: at most (so 5000 maximal lines from a hostile peer cannot take gigabytes).
 HISTORY_LENGTH = 5000
+HISTORY_CHARS = 4_000_000
 #: The smallest terminal the layout fits in: status, rule, one line of talk, rule, input.
 MIN_ROWS, MIN_COLS = 5, 20
 #: The one line a busy socket says to a third caller before hanging up.
@@ -329,20 +331,29 @@ class Message:
 
 
 class History:
-    """The conversation so far: the last ``limit`` messages, and how far back we look.
+    """The conversation so far, and how far back we look.
 
-    ``scroll`` counts rows back from the newest. While it is non-zero the view stays on
-    what the user is reading even as new messages arrive.
+    Keeps the last ``limit`` messages, fewer if they hold more than ``max_chars``
+    characters. ``scroll`` counts rows back from the newest. While it is non-zero the view
+    stays on what the user is reading even as new messages arrive.
     """
 
-    def __init__(self, limit: int = HISTORY_LENGTH) -> None:
-        self.messages: deque[Message] = deque(maxlen=limit)
+    def __init__(self, limit: int = HISTORY_LENGTH, max_chars: int = HISTORY_CHARS) -> None:
+        self.messages: deque[Message] = deque()
+        self.limit = limit
+        self.max_chars = max_chars
+        self.chars = 0  # characters in all kept messages
         self.scroll = 0
         self._width = 0  # the width of the last window() asked for
 
     def add(self, who: str, text: str) -> None:
         message = Message(who, text)
         self.messages.append(message)
+        self.chars += len(message.text)
+        while len(self.messages) > self.limit or (
+            self.chars > self.max_chars and len(self.messages) > 1
+        ):
+            self.chars -= len(self.messages.popleft().text)
         if self.scroll and self._width:
             self.scroll += len(message.rows(self._width))
 

@@ -280,6 +280,16 @@ def test_history_is_bounded() -> None:
     assert history.messages[0].text == "900"
 
 
+def test_history_is_bounded_in_characters_too() -> None:
+    history = History(limit=100, max_chars=10_000)
+    for i in range(50):
+        history.add(YOU, f"{i:04d}" + "x" * 996)
+    assert history.chars <= 10_000
+    assert len(history.messages) == 10
+    assert history.messages[0].text.startswith("0040")
+    assert history.window(40, 3)[-1].endswith("x")
+
+
 def test_page_up_and_down_move_through_history_and_stop_at_the_ends() -> None:
     history = History()
     for i in range(30):
