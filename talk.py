@@ -689,11 +689,7 @@ def peer_name(sock: Any) -> str:
     except (AttributeError, OSError):
         return "someone (identity unknown)"
     pid, uid, _gid = struct.unpack("3i", creds)
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = f"uid {uid}"
-    return f"{printable(name)} (pid {pid})"
+    return f"{printable(user_name(uid))} (pid {pid})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -832,7 +828,7 @@ def listen_on(path: str) -> socket.socket:
         try:
             os.unlink(path)
         except PermissionError:
-            owner = owner_name(old.st_uid)
+            owner = user_name(old.st_uid)
             raise TalkError(
                 f"{path} is a stale socket owned by {owner} and cannot be removed; "
                 "use --socket PATH to choose another path"
@@ -854,7 +850,8 @@ def listen_on(path: str) -> socket.socket:
     return sock
 
 
-def owner_name(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """The login name of ``uid``, or ``uid N`` if it has none."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
