@@ -302,16 +302,21 @@ def message_rows(talk: Talk) -> list[str]:
     return [row for row in conversation(talk) if row]
 
 
+def shown_message(talk: Talk) -> str:
+    """The one message on screen, its rows joined, without "<you>" and spaces."""
+    return "".join("".join(message_rows(talk)).removeprefix("<you>").split())
+
+
 def assert_wrapped(talk: Talk, text: str) -> None:
     """One message from the peer, ``text`` but for spaces, on 3+ rows; continuations indented."""
+    # Wait for all of it: under load the rows of the message arrive in pieces.
+    talk.wait_until(lambda t: shown_message(t) == text, what="the whole message")
     rows = message_rows(talk)
     # A message that is one long word may start on the row after "<you>" (talk.py does that).
     assert rows[0].startswith("<you>"), rows
     assert len(rows) >= 3, rows
     for row in rows[1:]:
         assert row.startswith(" "), f"continuation row not indented: {row!r}"
-    shown = "".join("".join(rows).removeprefix("<you>").split())
-    assert shown == text
     assert_layout(talk)
 
 
