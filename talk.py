@@ -47,7 +47,7 @@ import sys
 import traceback
 import unicodedata
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from functools import partial
 from typing import Any, Union
 
@@ -761,7 +761,7 @@ def check_path(path: str) -> os.stat_result | None:
 
 
 @contextlib.asynccontextmanager
-async def setup_lock(path: str) -> Any:
+async def setup_lock(path: str) -> AsyncIterator[None]:
     """Hold an exclusive lock on the socket's directory while we connect or set up.
 
     Without it two talks started at the same instant could both find nothing listening,
@@ -775,11 +775,10 @@ async def setup_lock(path: str) -> Any:
     except (FileNotFoundError, NotADirectoryError):
         raise TalkError(f"cannot create socket {path}: {directory} does not exist") from None
     except OSError:
-        yield  # an unreadable directory cannot be locked; go on without the lock
-        return
+        fd = -1  # an unreadable directory cannot be locked; go on without the lock
     try:
         deadline = asyncio.get_running_loop().time() + LOCK_TIMEOUT
-        while True:
+        while fd >= 0:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
@@ -791,7 +790,8 @@ async def setup_lock(path: str) -> Any:
                 break  # this file system cannot lock; go on without the lock
         yield
     finally:
-        os.close(fd)  # also releases the lock
+        if fd >= 0:
+            os.close(fd)  # also releases the lock
 
 
 async def open_line(pubpen: PubPen, path: str) -> Line:
