@@ -921,6 +921,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "to start talk waits on the socket; the second connects to it. Type a line and "
             'press Enter to send it; a line with only "." quits.'
         ),
+        epilog=(
+            "Keys: Backspace or Ctrl-H and Delete erase, Left/Right/Home/End (Ctrl-A, Ctrl-E) "
+            "move, Ctrl-U clears the line, Ctrl-W erases a word, PageUp/PageDown scroll back, "
+            "Ctrl-L repaints, Ctrl-C quits."
+        ),
     )
     parser.add_argument(
         "--socket",
