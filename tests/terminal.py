@@ -6,8 +6,11 @@ Not a test file: the end-to-end tests import it.
   byte it writes into a ``pyte`` screen, so tests assert on rows and columns, not escape codes.
 - ``Peer`` is a plain AF_UNIX stream socket, the test's own ``nc -U``.
 - ``wait_until`` polls a condition that is not on a screen (a socket file appears, ...).
-- ``waiting``, ``talking_to``, ``conversation``, ``input_row``, ``start_server`` and
-  ``start_with_peer`` are what talk.py's screen shows and how a test gets talk.py to it.
+- ``waiting``, ``talking_to``, ``conversation``, ``input_row``, ``drawn``, ``wait_for_status``,
+  ``start_server`` and ``start_with_peer`` are what talk.py's screen shows and how a test gets
+  talk.py to it.
+- ``wait_all_ended`` reads several programs at once until each ends, so that each one's
+  ``eof_at`` is when it ended, not when the test got round to reading it.
 
 Nothing here sleeps to synchronise: every wait has a deadline and ends as soon as its condition
 holds, and a failed wait raises ``AssertionError`` that shows what was there instead.
@@ -19,6 +22,7 @@ import contextlib
 import os
 import pwd
 import re
+import select
 import signal
 import socket
 import sys
@@ -376,6 +380,25 @@ class Talk:
         self.child.close(force=True)
 
 
+def wait_all_ended(*talks: Talk, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Read from all of ``talks`` at once until the output of each has ended.
+
+    Reading one program only after another has been waited for would set the second one's
+    ``eof_at`` late by the time the first took, and an exit deadline measured from it could
+    fail for a program that ended in time.
+    """
+    deadline = time.monotonic() + timeout
+    while running := [talk for talk in talks if not talk.eof]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            message = f"program still running after {timeout:g}s"
+            raise AssertionError("\n\n".join(talk._explain(message) for talk in running))
+        fds = [talk.child.child_fd for talk in running]
+        select.select(fds, [], [], min(_READ_SLICE, remaining))
+        for talk in running:
+            talk.pump(0)
+
+
 class Peer:
     """A plain UNIX stream socket on the other end of a conversation: what ``nc -U`` would be."""
 
@@ -514,13 +537,36 @@ def input_row(talk: Talk) -> str:
     return talk.row(talk.rows - 1)
 
 
+def drawn(talk: Talk) -> bool:
+    """The screen update in progress, if any, has arrived whole: the cursor is on the input line.
+
+    Under load the pty hands an update over in pieces. talk.py ends every update with the
+    cursor on the input line, and ncurses moves it there last: while a row above is being
+    written, the cursor is on that row. An update may begin on the input line (clearing it),
+    but text it writes above comes after that. So a wait for text that an update writes above
+    the input line, together with this, sees that update whole. The input line itself is
+    written with the cursor on it: wait for its text instead.
+    """
+    return talk.cursor[1] == talk.rows - 1
+
+
+def wait_for_status(talk: Talk, text: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Wait until the status line contains ``text`` and the update that wrote it is whole."""
+    talk.wait_until(
+        lambda t: text in t.row(0) and drawn(t), timeout, f"{text!r} in the whole status line"
+    )
+
+
 def start_server(spawn: Callable[..., Talk], path: str, **kwargs: Any) -> Talk:
-    """``spawn`` talk.py on ``path``; wait until it shows it is waiting and the socket exists."""
+    """``spawn`` talk.py on ``path``; wait until it shows it is waiting and the socket exists.
+
+    The whole screen is drawn by then (rules, cursor on the input line), not only the status.
+    """
     talk = spawn(path, **kwargs)
     if len(waiting(path)) < talk.cols:
-        talk.wait_for_row(0, waiting(path))
+        wait_for_status(talk, waiting(path))
     else:  # how a status line too long for the screen is cut is not specified
-        talk.wait_for_row(0, "Waiting for")
+        wait_for_status(talk, "Waiting for")
     wait_until(lambda: os.path.exists(path), what=f"socket file {path}")
     return talk
 
@@ -528,8 +574,11 @@ def start_server(spawn: Callable[..., Talk], path: str, **kwargs: Any) -> Talk:
 def start_with_peer(
     spawn: Callable[..., Talk], peer: Callable[[str], Peer], path: str, **kwargs: Any
 ) -> tuple[Talk, Peer]:
-    """talk.py serving on ``path`` with a plain socket (this process) connected to it."""
+    """talk.py serving on ``path`` with a plain socket (this process) connected to it.
+
+    The status line is drawn whole by then, so a test may take it as the status to compare with.
+    """
     talk = start_server(spawn, path, **kwargs)
     other = peer(path)
-    talk.wait_for_row(0, talking_to(os.getpid()))
+    wait_for_status(talk, talking_to(os.getpid()))
     return talk, other

@@ -41,6 +41,7 @@ from terminal import (
     Talk,
     child_env,
     conversation,
+    drawn,
     input_row,
     start_server,
     start_with_peer,
@@ -73,8 +74,14 @@ def last_row(talk: Talk) -> str:
 
 
 def wait_last_row(talk: Talk, text: str) -> None:
-    """Wait until the newest row of the conversation is ``text``."""
-    talk.wait_until(lambda t: last_row(t) == text, DEADLINE, f"{text!r} as the newest row")
+    """Wait until the newest row of the conversation is ``text`` and the update is whole.
+
+    The update ends after that row (the cursor goes back to the input line), and the checks
+    that follow look at the cursor and the rows below it.
+    """
+    talk.wait_until(
+        lambda t: last_row(t) == text and drawn(t), DEADLINE, f"{text!r} as the newest row"
+    )
 
 
 def flowing(rows: list[str]) -> str:
@@ -269,7 +276,10 @@ def test_peer_text_is_shown_inert_and_cannot_forge_own_lines(spawn, peer, sock_p
 def test_invalid_utf8_from_peer_shows_replacement_character(spawn, peer, sock_path):
     talk, other = start_with_peer(spawn, peer, sock_path)
     other.send(b"bad \xff\xfe bytes, \xe2\x82 cut short\n")
-    talk.wait_for_text("cut short")
+    # In the conversation, not anywhere on the screen (the status line names the user).
+    talk.wait_until(
+        lambda t: "cut short" in last_row(t) and drawn(t), DEADLINE, "the whole message"
+    )
     row = last_row(talk)
     assert row.startswith("<you> bad \ufffd"), f"invalid bytes not shown as U+FFFD: {row!r}"
     assert "bytes, \ufffd" in row, f"a truncated sequence not shown as U+FFFD: {row!r}"
@@ -281,7 +291,8 @@ def test_multibyte_character_split_across_reads_is_decoded_whole(spawn, peer, so
     for piece in pieces:
         other.send(piece)
         wait_taken(other)  # talk.py has read this piece on its own
-    talk.wait_for_text("ok")
+    # "ok" in the conversation, not anywhere: a login name on the status line may hold it.
+    talk.wait_until(lambda t: last_row(t).endswith("ok") and drawn(t), DEADLINE, "the message")
     row = last_row(talk)
     assert row == "<you> café costs 5 €, 🍵 ok", f"split characters not decoded whole: {row!r}"
 
@@ -341,7 +352,11 @@ def test_flood_of_5000_lines_arrives_in_order_and_keyboard_stays_live(spawn, pee
     talk.type("typed during the flood")
 
     talk.wait_until(
-        lambda t: last_row(t) == "<you> line 4999" and input_row(t) == "typed during the flood",
+        lambda t: (
+            last_row(t) == "<you> line 4999"
+            and input_row(t) == "typed during the flood"
+            and drawn(t)
+        ),
         DEADLINE,
         "the last flood line and the typed text",
     )

@@ -25,10 +25,13 @@ from terminal import (
     Talk,
     child_env,
     conversation,
+    drawn,
     input_row,
     start_server,
     start_with_peer,
     talking_to,
+    wait_all_ended,
+    wait_for_status,
     wait_until,
     waiting,
 )
@@ -48,11 +51,11 @@ def assert_layout(talk: Talk) -> None:
 
 
 def start_pair(spawn, path: str, **kwargs) -> tuple[Talk, Talk]:
-    """Two talk.py on ``path``, connected to each other: (server, client)."""
+    """Two talk.py on ``path``, connected to each other: (server, client), status lines whole."""
     server = start_server(spawn, path, **kwargs)
     client = spawn(path, **kwargs)
-    client.wait_for_row(0, talking_to(server.pid))
-    server.wait_for_row(0, talking_to(client.pid))
+    wait_for_status(client, talking_to(server.pid))
+    wait_for_status(server, talking_to(client.pid))
     return server, client
 
 
@@ -89,8 +92,9 @@ def test_first_is_server_second_connects_and_both_see_the_other(spawn, sock_path
 
     client = spawn(sock_path)
     quit_hint = " - type . alone on a line to quit"
-    client.wait_for_row(0, talking_to(server.pid))
-    server.wait_for_row(0, talking_to(client.pid))
+    # The whole status line, not just its start: under load the hint arrives after the name.
+    wait_for_status(client, talking_to(server.pid))
+    wait_for_status(server, talking_to(client.pid))
     assert client.row(0) == talking_to(server.pid) + quit_hint
     assert server.row(0) == talking_to(client.pid) + quit_hint
 
@@ -142,7 +146,11 @@ def test_enter_sends_both_ways_between_two_instances(spawn, sock_path):
     client.wait_until(lambda t: t.row(2) == "<you> hello from the server", what="their line")
 
     client.send_line("and hello back")
-    client.wait_until(lambda t: t.row(3) == "<myself> and hello back", what="own line")
+    # The line shows up and the input line empties in one update; wait for both to arrive.
+    client.wait_until(
+        lambda t: t.row(3) == "<myself> and hello back" and input_row(t) == "",
+        what="own line and an empty input line",
+    )
     server.wait_until(lambda t: t.row(3) == "<you> and hello back", what="their line")
     assert input_row(server) == "" and input_row(client) == ""
 
@@ -214,7 +222,7 @@ def test_multibyte_char_split_across_sends(spawn, peer, sock_path):
 def test_invalid_utf8_shows_replacement_character(spawn, peer, sock_path):
     talk, sock = start_with_peer(spawn, peer, sock_path)
     sock.send(b"a\xffb\n")
-    talk.wait_until(lambda t: t.row(2) != "", what="the message")
+    talk.wait_until(lambda t: t.row(2) != "" and drawn(t), what="the whole message")
     assert talk.row(2) == "<you> a\ufffdb"
 
 
@@ -247,7 +255,11 @@ def test_backspace_deletes_one_character(spawn, peer, sock_path, term, key):
     talk.type("abc")
     talk.wait_until(lambda t: input_row(t) == "abc", what="abc typed")
     talk.type(key)
-    talk.wait_until(lambda t: input_row(t) == "ab", what="the c rubbed out")
+    # ncurses rubs out with "\b \b": the c is gone while the cursor is still after the blank.
+    talk.wait_until(
+        lambda t: input_row(t) == "ab" and t.cursor == (2, t.rows - 1),
+        what="the c rubbed out and the cursor after the b",
+    )
     assert talk.cursor == (2, talk.rows - 1)
     talk.press("enter")
     assert sock.read_line() == b"ab\n"
@@ -359,7 +371,9 @@ def test_many_messages_scroll_and_page_up_down(spawn, peer, sock_path):
     talk.press("pgup", times=3)
     # Wait for the whole page, not just its first row: the screen arrives in pieces.
     oldest = [f"<you> msg {i:02d}" for i in range(1, 21)]  # a full page, in order
-    talk.wait_until(lambda t: message_rows(t) == oldest, what="the oldest page of messages")
+    talk.wait_until(
+        lambda t: message_rows(t) == oldest and drawn(t), what="the oldest page of messages"
+    )
     assert talk.row(1) == "-" * (talk.cols - 1)
     # The contract says row R-2 is '=' * (C-1); while scrolled back talk.py writes
     # "more below: PageDown" into it. Checked loosely here (reported), strictly below.
@@ -367,7 +381,10 @@ def test_many_messages_scroll_and_page_up_down(spawn, peer, sock_path):
     assert len(separator) == talk.cols - 1 and separator[:3] == separator[-3:] == "===", separator
 
     talk.press("pgdn", times=4)
-    talk.wait_until(lambda t: conversation(t) == newest, what="back to the newest messages")
+    # The rule under the conversation is written after it: wait for the whole update.
+    talk.wait_until(
+        lambda t: conversation(t) == newest and drawn(t), what="back to the newest messages"
+    )
     assert_layout(talk)
 
 
@@ -381,8 +398,9 @@ def test_resize_redraws_layout_and_keeps_history_and_input(spawn, peer, sock_pat
     sock.send_line("theirs")
     talk.wait_until(lambda t: t.row(3) == "<you> theirs", what="both messages")
     status = talk.row(0)
-    talk.type("half typed")
-    talk.wait_until(lambda t: input_row(t) == "half typed", what="the typed text")
+    typed = "half typed"
+    talk.type(typed)
+    talk.wait_until(lambda t: input_row(t) == typed, what="the typed text")
 
     for rows, cols in [(30, 60), (15, 100)]:
         talk.resize(rows, cols)
@@ -390,14 +408,21 @@ def test_resize_redraws_layout_and_keeps_history_and_input(spawn, peer, sock_pat
             lambda t, r=rows, c=cols: t.row(r - 2) == "=" * (c - 1) and t.row(1) == "-" * (c - 1),
             what=f"the layout at {rows}x{cols}",
         )
-        talk.wait_until(lambda t: input_row(t) == "half typed", what="the input line kept")
+        # After a shrink pyte still shows the old input row where the new one goes: wait for
+        # the cursor too, which the redraw puts there last.
+        talk.wait_until(
+            lambda t, r=rows: input_row(t) == typed and t.cursor == (len(typed), r - 1),
+            what="the input line kept, the cursor at its end",
+        )
         assert_layout(talk)
-        assert talk.row(0) == status
+        # talk.py cuts a status line at the right edge; "Talking to LOGIN (pid N) - type ..."
+        # is wider than 60 columns once LOGIN and N together take more than 9 characters.
+        assert talk.row(0) == status[:cols].rstrip()
         assert message_rows(talk) == ["<myself> mine", "<you> theirs"]
-        assert talk.cursor == (len("half typed"), rows - 1)
+        assert talk.cursor == (len(typed), rows - 1)
 
     talk.press("enter")
-    assert sock.read_line() == b"half typed\n"
+    assert sock.read_line() == typed.encode() + b"\n"
 
 
 # -- 9. ending -----------------------------------------------------------------------------------
@@ -407,6 +432,9 @@ def test_dot_ends_both_instances_and_removes_the_socket(spawn, sock_path):
     server, client = start_pair(spawn, sock_path)
     trigger = time.monotonic()
     client.send_line(".")
+    # Read both while they end: reading the server only after the client's checks would
+    # note its end late and could make it miss the deadline it met.
+    wait_all_ended(client, server)
     assert_ended(client, trigger, "talk: you ended the conversation")
     assert_ended(server, trigger, "talk: the other side closed the connection")
     assert not os.path.exists(sock_path)
@@ -468,9 +496,12 @@ def test_third_party_is_turned_away_and_the_two_keep_talking(spawn, peer, sock_p
 def test_socket_file_is_read_write_for_everyone(spawn, sock_path):
     old_umask = os.umask(0o077)  # the child inherits it: talk.py has to set the mode itself
     try:
-        spawn(sock_path)
+        talk = spawn(sock_path)
     finally:
         os.umask(old_umask)
+    # Not just "the file exists": bind() creates it with the umask's mode and talk.py sets the
+    # mode a moment later; it says it is waiting once the socket is set up.
+    talk.wait_for_row(0, waiting(sock_path))
     wait_until(lambda: os.path.exists(sock_path), what="the socket file")
     mode = stat.S_IMODE(os.stat(sock_path).st_mode)
     assert mode & 0o666 == 0o666, oct(mode)
