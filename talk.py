@@ -890,6 +890,7 @@ async def converse(pubpen: PubPen, path: str) -> tuple[str, int]:
         # The socket first: a problem with the path is then a plain message, with no
         # flash of a screen that curses sets up only to take down again.
         line = await open_line(pubpen, path)
+        await pubpen.drain()  # let the Display hear the news first, so it draws it at once
         try:
             with display:
                 return await ending
