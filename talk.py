@@ -515,12 +515,11 @@ class Display:
         self.redraw()
 
     def send_line(self) -> None:
-        line = self.input.text
+        """Enter: send the line, as in the guide; but a lone ``.`` quits and is not sent."""
+        line = self.input.take()
         if line == ".":
             self.pubpen.publish("quit", "you ended the conversation", 0)
-            return
-        self.input.clear()
-        if line:
+        elif line:
             self.pubpen.publish("outgoing", line)
             self.show_message(line, MYSELF)
 
