@@ -796,7 +796,7 @@ async def setup_lock(path: str) -> AsyncIterator[None]:
 async def open_line(pubpen: PubPen, path: str) -> Line:
     """Connect to whoever waits on ``path``; if nobody does, wait there for someone."""
     loop = pubpen.loop
-    check_path(path)
+    check_path(path)  # before connecting: a symlink to someone's socket is not ours to follow
     async with setup_lock(path):
         try:
             # Try the client side first, as in the guide.
