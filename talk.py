@@ -22,7 +22,7 @@ event           arguments                   meaning
 ``incoming``    text, who                   a line to show in the conversation
 ``error``       message                     a problem to show on the status line
 ``info``        message                     news to show on the status line
-``conn_lost``   reason                      the conversation is over (the peer went away)
+``conn_lost``   reason, exit status         the conversation is over (the peer went away)
 ``quit``        reason, exit status         the program should end (new: ``.``, signals)
 ==============  ==========================  ================================================
 """
@@ -331,11 +331,12 @@ class Message:
 
 
 class History:
-    """The conversation so far, and how far back we look.
+    """The conversation so far, wrapped to the width of the screen, and how far back we look.
 
     Keeps the last ``limit`` messages, fewer if they hold more than ``max_chars``
-    characters. ``scroll`` counts rows back from the newest. While it is non-zero the view
-    stays on what the user is reading even as new messages arrive.
+    characters. ``scroll`` counts rows back from the newest; while it is non-zero the view
+    stays on what the user is reading even as new messages arrive. The Display tells it
+    the size of the conversation area with ``resize()`` before asking for rows.
     """
 
     def __init__(self, limit: int = HISTORY_LENGTH, max_chars: int = HISTORY_CHARS) -> None:
@@ -343,8 +344,13 @@ class History:
         self.limit = limit
         self.max_chars = max_chars
         self.chars = 0  # characters in all kept messages
+        self.width = 0  # columns, and rows, of the area the conversation is shown in
+        self.height = 0
         self.scroll = 0
-        self._width = 0  # the width of the last window() asked for
+
+    def resize(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.scroll = self._clamped(self.scroll)
 
     def add(self, who: str, text: str) -> None:
         message = Message(who, text)
@@ -354,31 +360,43 @@ class History:
             self.chars > self.max_chars and len(self.messages) > 1
         ):
             self.chars -= len(self.messages.popleft().text)
-        if self.scroll and self._width:
-            self.scroll += len(message.rows(self._width))
+        if self.scroll:
+            # Keep the view where it is: the new rows are below it.
+            self.scroll = self._clamped(self.scroll + len(message.rows(self.width)))
 
-    def page_up(self, height: int) -> None:
-        self.scroll += max(1, height - 1)  # window() stops it at the oldest row
+    def page_up(self) -> None:
+        self.scroll = self._clamped(self.scroll + self.page)
 
-    def page_down(self, height: int) -> None:
-        self.scroll = max(0, self.scroll - max(1, height - 1))
+    def page_down(self) -> None:
+        self.scroll = max(0, self.scroll - self.page)
 
-    def window(self, width: int, height: int) -> list[str]:
-        """The rows to show in a ``width`` x ``height`` area, oldest first."""
-        self._width = width
-        wanted = height + self.scroll
+    @property
+    def page(self) -> int:
+        """How far PageUp and PageDown move: a screenful, less one row to keep the context."""
+        return max(1, self.height - 1)
+
+    def _clamped(self, scroll: int) -> int:
+        """``scroll``, but no further back than the oldest row at the top of the area."""
+        have = len(self._newest_rows(scroll + self.height))
+        return max(0, min(scroll, have - self.height))
+
+    def window(self) -> list[str]:
+        """The rows to show in the conversation area, oldest first."""
+        rows = self._newest_rows(self.height + self.scroll)
+        end = len(rows) - self.scroll
+        return rows[max(0, end - self.height) : end]
+
+    def _newest_rows(self, wanted: int) -> list[str]:
+        """At least the ``wanted`` newest rows (all there are, if fewer), oldest first."""
         chunks: list[list[str]] = []
         have = 0
         for message in reversed(self.messages):
-            rows = message.rows(width)
-            chunks.append(rows)
-            have += len(rows)
             if have >= wanted:
                 break
-        rows = [row for chunk in reversed(chunks) for row in chunk]
-        self.scroll = max(0, min(self.scroll, len(rows) - height))
-        end = len(rows) - self.scroll
-        return rows[max(0, end - height) : end]
+            rows = message.rows(self.width)
+            chunks.append(rows)
+            have += len(rows)
+        return [row for chunk in reversed(chunks) for row in chunk]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,6 +421,9 @@ for _key in BACKSPACE_KEYS:
     EDIT_KEYS[_key] = InputLine.backspace
 #: At most this many keys are read in one go, so a big paste cannot starve the socket.
 KEYS_PER_READ = 512
+#: When stdin is "readable" this many times in a row without a key to read, the terminal is
+#: gone (a closed pty reads as end of file forever); a real key press resets the count.
+EMPTY_READS_WHEN_GONE = 100
 
 
 class Display:
@@ -426,13 +447,14 @@ class Display:
         self.status = ""
         self.on_screen = False  # between __enter__ and __exit__: curses owns the terminal
         self._redraw_pending = False
-        self._idle_reads = 0
+        self._empty_reads = 0  # stdin said "readable" but had no key, this many times running
 
         self.pubpen.subscribe("incoming", self.show_message)
         self.pubpen.subscribe("typed", self.show_typing)
-        self.pubpen.subscribe("error", self.show_error)
-        self.pubpen.subscribe("info", self.show_error)
-        self.pubpen.subscribe("conn_lost", self.show_error)
+        # The guide shows all three on the status line with one callback, show_error().
+        self.pubpen.subscribe("error", self.show_status)
+        self.pubpen.subscribe("info", self.show_status)
+        self.pubpen.subscribe("conn_lost", self.show_status)
 
     def __enter__(self) -> Display:
         os.environ.setdefault("ESCDELAY", "25")  # a lone Esc should not stall the keyboard
@@ -482,15 +504,14 @@ class Display:
                 key = self.stdscr.get_wch()
             except curses.error:  # nothing (more) to read
                 break
-            self._idle_reads = 0
+            self._empty_reads = 0
             self.pubpen.publish("typed", key)
         else:
             # More may be waiting; read it after whatever else is due, not before.
             self.pubpen.loop.call_soon(self.read_keys)
             return
-        self._idle_reads += 1
-        if self._idle_reads > 100:
-            # stdin keeps saying "readable" but holds no key: the terminal has gone away.
+        self._empty_reads += 1
+        if self._empty_reads >= EMPTY_READS_WHEN_GONE:
             self.pubpen.loop.remove_reader(sys.stdin.fileno())
             self.pubpen.publish("quit", "the terminal went away", 1)
 
@@ -501,9 +522,9 @@ class Display:
         elif key in EDIT_KEYS:
             EDIT_KEYS[key](self.input)
         elif key == curses.KEY_PPAGE:
-            self.history.page_up(self.chat_height)
+            self.history.page_up()
         elif key == curses.KEY_NPAGE:
-            self.history.page_down(self.chat_height)
+            self.history.page_down()
         elif key == "\x0c":  # Ctrl-L: repaint everything
             self.stdscr.clearok(True)
         elif key == curses.KEY_RESIZE:
@@ -530,8 +551,9 @@ class Display:
         self.history.add(user, message)
         self.redraw()
 
-    def show_error(self, message: object) -> None:
-        """Show news or a problem on the status line."""
+    def show_status(self, message: object, *_: object) -> None:
+        """Show news (``info``), a problem (``error``) or the end (``conn_lost``) on the
+        status line."""
         self.status = printable(str(message))
         self.redraw()
 
@@ -543,10 +565,6 @@ class Display:
         self.redraw()
 
     # -- drawing ----------------------------------------------------------------------------
-
-    @property
-    def chat_height(self) -> int:
-        return max(1, self.stdscr.getmaxyx()[0] - 4)
 
     def redraw(self) -> None:
         """Ask for the screen to be drawn once the events that are due have all been handled.
@@ -569,7 +587,8 @@ class Display:
         else:
             self.put(0, clip(self.status, cols))
             self.put(1, "-" * (cols - 1))
-            for y, line in enumerate(self.history.window(cols, rows - 4), start=2):
+            self.history.resize(cols, rows - 4)
+            for y, line in enumerate(self.history.window(), start=2):
                 self.put(y, line)
             rule = "=" * (cols - 1)
             if self.history.scroll:
@@ -609,18 +628,20 @@ class TalkProtocol(asyncio.Protocol):
     def __init__(self, pubpen: PubPen, *, dialled: str = "") -> None:
         self.pubpen = pubpen
         self.dialled = dialled  # the path we called, if we did: it may answer that it is busy
+        self.first_line = True  # only the first line can be that busy notice
         self.transport: asyncio.Transport | None = None
         self.decoder = LineDecoder()
         self.unsent: list[bytes] = []  # lines typed before anyone connected
         self.closed: asyncio.Future[None] = pubpen.loop.create_future()
 
         self.pubpen.subscribe("outgoing", self.send_message)
-        self.pubpen.subscribe("quit", self.hang_up)
 
     def send_message(self, message: str) -> None:
         data = (message + "\n").encode("utf-8", errors="replace")
         if self.transport is None:
             self.unsent.append(data)
+        elif self.transport.is_closing():
+            self.pubpen.publish("error", "not sent: the connection is closed")
         else:
             self.transport.write(data)
 
@@ -641,35 +662,35 @@ class TalkProtocol(asyncio.Protocol):
 
     def show_lines(self, lines: list[str]) -> None:
         for line in lines:
-            if self.dialled and line == BUSY_LINE:
+            if self.first_line and self.dialled and line == BUSY_LINE:
                 self.pubpen.publish(
                     "quit",
                     f"{self.dialled} is busy: two people are already talking there; "
                     "use --socket PATH to start another conversation",
                     1,
                 )
-                self.dialled = ""
                 return
-            self.dialled = ""  # only the very first line can be the busy notice
+            self.first_line = False
             self.pubpen.publish("incoming", line, YOU)
 
-    def error_received(self, exc: Exception) -> None:
-        self.pubpen.publish("error", exc)
-
     def connection_lost(self, exc: Exception | None) -> None:
+        # The guide also publishes ``error`` from error_received(), but asyncio calls that
+        # only for datagram sockets. On a stream, a failed read or write ends the
+        # connection and arrives here.
         if exc is None:
-            self.pubpen.publish("conn_lost", "the other side closed the connection")
+            self.pubpen.publish("conn_lost", "the other side closed the connection", 0)
         else:
-            self.pubpen.publish("conn_lost", f"connection lost: {exc}")
+            self.pubpen.publish("error", f"connection failed: {exc}")
+            self.pubpen.publish("conn_lost", f"connection lost: {exc}", 1)
         if not self.closed.done():
             self.closed.set_result(None)
 
-    def hang_up(self, *reason: object) -> None:
-        """``quit``: close our end once what we wrote has been sent."""
+    def close(self) -> None:
+        """Close our end once what we wrote has been sent (``closed`` is then done)."""
         if self.transport is not None:
             self.transport.close()
         elif not self.closed.done():
-            self.closed.set_result(None)
+            self.closed.set_result(None)  # nobody ever connected: nothing to wait for
 
 
 class BusyProtocol(asyncio.Protocol):
@@ -696,8 +717,9 @@ def peer_name(sock: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class Line:
-    """An open conversation: the protocol, and for the side that answered, its server."""
+class Call:
+    """One call, from set-up to hang-up: our protocol and, for the side that waited for the
+    other, its server and the socket file it created. Hanging up is its job alone."""
 
     def __init__(
         self,
@@ -719,11 +741,14 @@ class Line:
                 if (st.st_dev, st.st_ino) == self.identity:  # never someone else's file
                     os.unlink(self.path)
             self.server.close()
-        self.protocol.hang_up()
+        self.protocol.close()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.protocol.closed), HANGUP_TIMEOUT)
         if self.protocol.transport is not None:
-            self.protocol.transport.abort()
+            self.protocol.transport.abort()  # a peer that does not read gets no more time
+        if self.server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.server.wait_closed(), HANGUP_TIMEOUT)
 
 
 class Switchboard:
@@ -793,7 +818,7 @@ async def setup_lock(path: str) -> AsyncIterator[None]:
             os.close(fd)  # also releases the lock
 
 
-async def open_line(pubpen: PubPen, path: str) -> Line:
+async def connect_or_wait(pubpen: PubPen, path: str) -> Call:
     """Connect to whoever waits on ``path``; if nobody does, wait there for someone."""
     loop = pubpen.loop
     check_path(path)  # before connecting: a symlink to someone's socket is not ours to follow
@@ -804,7 +829,7 @@ async def open_line(pubpen: PubPen, path: str) -> Line:
                 partial(TalkProtocol, pubpen, dialled=path), path
             )
             assert isinstance(protocol, TalkProtocol)
-            return Line(protocol)
+            return Call(protocol)
         except (FileNotFoundError, ConnectionRefusedError):
             pass  # nobody is there: we answer
         except OSError as e:
@@ -815,7 +840,7 @@ async def open_line(pubpen: PubPen, path: str) -> Line:
         protocol = TalkProtocol(pubpen)
         server = await loop.create_unix_server(Switchboard(protocol), sock=sock)
     pubpen.publish("info", f"Waiting for someone to connect to {path}")
-    return Line(protocol, server, path, (st.st_dev, st.st_ino))
+    return Call(protocol, server, path, (st.st_dev, st.st_ino))
 
 
 def listen_on(path: str) -> socket.socket:
@@ -870,10 +895,21 @@ ENDING_SIGNALS = {
 }
 
 
-async def converse(pubpen: PubPen, path: str) -> tuple[str, int]:
+async def converse(path: str, crashes: list[dict[str, Any]]) -> tuple[str, int]:
     """The guide's main block: connect (or wait for a caller), then show the conversation
-    until it ends. Returns why it ended and the exit status."""
-    loop = pubpen.loop
+    until it ends. Returns why it ended and the exit status.
+
+    A callback that raises is a bug: it is kept in ``crashes`` for main() to print once
+    the terminal is restored, and ends the program.
+    """
+    loop = asyncio.get_running_loop()
+    pubpen = PubPen(loop, EVENTS)
+
+    def crashed(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        crashes.append(context)
+        pubpen.publish("quit", "internal error", 1)
+
+    loop.set_exception_handler(crashed)
     display = Display(pubpen)
     ending: asyncio.Future[tuple[str, int]] = loop.create_future()
 
@@ -888,13 +924,13 @@ async def converse(pubpen: PubPen, path: str) -> tuple[str, int]:
     try:
         # The socket first: a problem with the path is then a plain message, with no
         # flash of a screen that curses sets up only to take down again.
-        line = await open_line(pubpen, path)
+        call = await connect_or_wait(pubpen, path)
         await pubpen.drain()  # let the Display hear the news first, so it draws it at once
         try:
             with display:
                 return await ending
         finally:
-            await line.hang_up()
+            await call.hang_up()
     finally:
         for signum in ENDING_SIGNALS:
             loop.remove_signal_handler(signum)
@@ -946,25 +982,13 @@ def main(argv: list[str] | None = None) -> int:
             locale.setlocale(locale.LC_ALL, "C.UTF-8")
 
     crashes: list[dict[str, Any]] = []
-    loop = asyncio.new_event_loop()
-    pubpen = PubPen(loop, EVENTS)
-
-    def crashed(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        # A callback raised: end the program; main() prints the traceback once the
-        # terminal is restored.
-        crashes.append(context)
-        pubpen.publish("quit", "internal error", 1)
-
-    loop.set_exception_handler(crashed)
     try:
         check_terminal()
-        reason, status = loop.run_until_complete(converse(pubpen, args.socket))
+        reason, status = asyncio.run(converse(args.socket, crashes))
     except TalkError as e:
         reason, status = str(e), 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C before talk's own signal handlers are in place
         reason, status = "interrupted", 128 + signal.SIGINT
-    finally:
-        loop.close()
     # The terminal is restored by now (the Display has exited).
     for context in crashes:
         report_crash(context)

@@ -580,8 +580,8 @@ def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option
 # -- 10. two at the same instant -----------------------------------------------------------------
 
 
-# talk.py held back just before it looks at the socket path. Its open_line() first marks that it
-# is ready (a file named argv[2] + pid), then reads from the FIFO argv[1] the instant (a
+# talk.py held back just before it looks at the socket path. Its connect_or_wait() first marks
+# that it is ready (a file named argv[2] + pid), then reads from the FIFO argv[1] the instant (a
 # time.monotonic() value, the same clock in every process) at which to go on, and waits for it.
 # Two of these set up the same socket within microseconds of each other, which two talks simply
 # started back to back (milliseconds apart) almost never do.
@@ -594,10 +594,10 @@ sys.path.insert(0, {repo!r})
 import talk
 
 gate, ready = sys.argv[1], sys.argv[2]
-original = talk.open_line
+original = talk.connect_or_wait
 
 
-async def open_line(*args):
+async def connect_or_wait(*args):
     fd = os.open(gate, os.O_RDONLY)
     open(ready + str(os.getpid()), "w").close()
     (start,) = struct.unpack("d", os.read(fd, 8))
@@ -607,7 +607,7 @@ async def open_line(*args):
     return await original(*args)
 
 
-talk.open_line = open_line
+talk.connect_or_wait = connect_or_wait
 sys.exit(talk.main(sys.argv[3:]))
 """
 

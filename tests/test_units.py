@@ -6,6 +6,7 @@ import asyncio
 import os
 import pwd
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,8 @@ from talk import (
     text_width,
     wrap,
 )
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # -- LineDecoder: a byte stream in, whole lines out -------------------------------------------
 
@@ -268,7 +271,8 @@ def test_history_shows_the_newest_rows_at_the_bottom() -> None:
     history = History()
     for i in range(30):
         history.add(YOU, f"line {i}")
-    rows = history.window(40, 10)
+    history.resize(40, 10)
+    rows = history.window()
     assert rows == [f"{YOU} line {i}" for i in range(20, 30)]
 
 
@@ -287,22 +291,24 @@ def test_history_is_bounded_in_characters_too() -> None:
     assert history.chars <= 10_000
     assert len(history.messages) == 10
     assert history.messages[0].text.startswith("0040")
-    assert history.window(40, 3)[-1].endswith("x")
+    history.resize(40, 3)
+    assert history.window()[-1].endswith("x")
 
 
 def test_page_up_and_down_move_through_history_and_stop_at_the_ends() -> None:
     history = History()
     for i in range(30):
         history.add(YOU, f"{i}")
-    history.window(40, 10)
-    history.page_up(10)
-    assert history.window(40, 10)[-1] == f"{YOU} 20"
+    history.resize(40, 10)
+    history.page_up()
+    assert history.window()[-1] == f"{YOU} 20"
     for _ in range(10):
-        history.page_up(10)
-    assert history.window(40, 10)[0] == f"{YOU} 0"
+        history.page_up()
+    assert history.window()[0] == f"{YOU} 0"
+    assert history.scroll == 20, "PageUp went further back than the oldest row"
     for _ in range(10):
-        history.page_down(10)
-    assert history.window(40, 10)[-1] == f"{YOU} 29"
+        history.page_down()
+    assert history.window()[-1] == f"{YOU} 29"
     assert history.scroll == 0
 
 
@@ -310,11 +316,11 @@ def test_reading_back_is_not_disturbed_by_new_messages() -> None:
     history = History()
     for i in range(30):
         history.add(YOU, f"{i}")
-    history.window(40, 10)
-    history.page_up(10)
-    before = history.window(40, 10)
+    history.resize(40, 10)
+    history.page_up()
+    before = history.window()
     history.add(MYSELF, "new")
-    assert history.window(40, 10) == before
+    assert history.window() == before
 
 
 # -- TalkProtocol over a real socket pair ----------------------------------------------------
@@ -413,3 +419,49 @@ async def test_a_busy_notice_ends_the_call_only_for_the_caller(caller: bool) -> 
         assert quits[0][0].startswith("/some/path is busy") and quits[0][1] == 1
     else:
         assert quits == [] and shown == [talk.BUSY_LINE]
+
+
+@pytest.mark.asyncio
+async def test_a_busy_notice_after_the_first_line_is_only_a_line() -> None:
+    pubpen = PubPen(asyncio.get_running_loop())
+    quits: list[tuple[str, int]] = []
+    shown: list[str] = []
+    pubpen.subscribe("quit", lambda reason, status: quits.append((reason, status)))
+    pubpen.subscribe("incoming", lambda text, who: shown.append(text))
+    protocol, theirs = await _connected_pair(pubpen, dialled="/some/path")
+    theirs.sendall(b"hello\n" + talk.BUSY_LINE.encode() + b"\n")
+    theirs.close()
+    await asyncio.wait_for(protocol.closed, 5)
+    await pubpen.drain()
+    assert quits == [] and shown == ["hello", talk.BUSY_LINE]
+
+
+@pytest.mark.asyncio
+async def test_a_failed_write_is_an_error_and_ends_the_conversation_with_status_1() -> None:
+    pubpen = PubPen(asyncio.get_running_loop())
+    errors: list[str] = []
+    lost: list[tuple[str, int]] = []
+    pubpen.subscribe("error", errors.append)
+    pubpen.subscribe("conn_lost", lambda reason, status: lost.append((reason, status)))
+    protocol, theirs = await _connected_pair(pubpen)
+    theirs.shutdown(socket.SHUT_RD)  # writing to it now fails with EPIPE
+    pubpen.publish("outgoing", "into the void")
+    await asyncio.wait_for(protocol.closed, 5)
+    await pubpen.drain()
+    assert len(errors) == 1 and "Broken pipe" in errors[0], errors
+    assert len(lost) == 1 and lost[0][1] == 1, lost
+    theirs.close()
+
+
+@pytest.mark.asyncio
+async def test_a_peer_that_hangs_up_ends_the_conversation_with_status_0() -> None:
+    pubpen = PubPen(asyncio.get_running_loop())
+    errors: list[str] = []
+    lost: list[tuple[str, int]] = []
+    pubpen.subscribe("error", errors.append)
+    pubpen.subscribe("conn_lost", lambda reason, status: lost.append((reason, status)))
+    protocol, theirs = await _connected_pair(pubpen)
+    theirs.close()
+    await asyncio.wait_for(protocol.closed, 5)
+    await pubpen.drain()
+    assert errors == [] and lost == [("the other side closed the connection", 0)]
