@@ -36,6 +36,7 @@ import contextlib
 import curses
 import errno
 import fcntl
+import importlib.util
 import locale
 import os
 import pwd
@@ -51,7 +52,27 @@ from collections.abc import AsyncIterator, Iterable
 from functools import partial
 from typing import Any, Union
 
-from pubmarine import PubPen
+
+def use_own_pubmarine() -> None:
+    """Make ``import pubmarine`` find the pubmarine.py that ships beside this file.
+
+    pubmarine 0.4.3 installs a package of the same name, and where both are installed a
+    package wins over a module; its PubPen has no ``drain()`` and holds callbacks weakly,
+    so talk would break in confusing ways with it.
+    """
+    if "pubmarine" in sys.modules:
+        return  # already imported, for example by a test that then imports talk
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pubmarine.py")
+    spec = importlib.util.spec_from_file_location("pubmarine", here)
+    if spec is None or spec.loader is None or not os.path.exists(here):
+        return  # not beside us: leave it to the ordinary import
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pubmarine"] = module
+    spec.loader.exec_module(module)
+
+
+use_own_pubmarine()
+from pubmarine import PubPen  # noqa: E402 (after use_own_pubmarine(), on purpose)
 
 PATH = "/var/tmp/talk.sock"
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -465,3 +468,27 @@ async def test_a_peer_that_hangs_up_ends_the_conversation_with_status_0() -> Non
     await asyncio.wait_for(protocol.closed, 5)
     await pubpen.drain()
     assert errors == [] and lost == [("the other side closed the connection", 0)]
+
+
+# -- talk.py uses its own bus ----------------------------------------------------------------
+
+
+def test_talk_uses_the_pubmarine_beside_it_even_where_pubmarine_0_4_3_is_installed(
+    tmp_path: Path,
+) -> None:
+    # The layout of a site-packages with both installed: pubmarine 0.4.3 is a package, and a
+    # package wins over a module of the same name in the same directory.
+    for name in ("talk.py", "pubmarine.py"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    (tmp_path / "pubmarine").mkdir()
+    (tmp_path / "pubmarine" / "__init__.py").write_text("class PubPen:\n    pass\n")
+    script = "import talk, pubmarine; print(pubmarine.__file__, hasattr(talk.PubPen, 'drain'))"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split() == [str(tmp_path / "pubmarine.py"), "True"], result
