@@ -26,23 +26,30 @@ import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import pytest
 from terminal import (
+    ENTER_ALTERNATE_SCREEN,
+    LEAVE_ALTERNATE_SCREEN,
     REPO_ROOT,
     TALK_PY,
     Peer,
+    Spawner,
     Talk,
+    assert_layout,
     child_env,
     conversation,
     drawn,
     input_row,
+    searchable_by_others,
+    socket_dir,
     start_server,
     start_with_peer,
     talking_to,
@@ -54,8 +61,6 @@ DEADLINE = 10.0  # for anything to show up
 PROMPTLY = 5.0  # from a trigger (signal, peer death) to the program's exit; CI is noisy
 MAX_LINE = 64 * 1024
 CUT_MARK = " [line cut]"
-LEAVE_ALTERNATE_SCREEN = b"\x1b[?1049l"  # what curses' endwin() sends to an xterm
-ENTER_ALTERNATE_SCREEN = b"\x1b[?1049h"  # what curses sends when it takes the screen
 NOBODY = 65534
 OTHER_UID = 65533  # neither root nor nobody: may not remove nobody's file in a sticky directory
 
@@ -87,16 +92,6 @@ def wait_last_row(talk: Talk, text: str) -> None:
 def flowing(rows: list[str]) -> str:
     """Rows joined as running text: wrapping and indentation become single spaces."""
     return re.sub(" +", " ", " ".join(row.strip() for row in rows))
-
-
-def assert_layout(talk: Talk, status: str) -> None:
-    """Status line as given, both rules in place, cursor on the input line."""
-    rows, cols = talk.rows, talk.cols
-    screen = talk.text()
-    assert talk.row(0) == status, f"status line changed:\n{screen}"
-    assert talk.row(1) == "-" * (cols - 1), f"top rule damaged:\n{screen}"
-    assert talk.row(rows - 2) == "=" * (cols - 1), f"bottom rule damaged:\n{screen}"
-    assert talk.cursor[1] == rows - 1, f"cursor left the input line:\n{screen}"
 
 
 def terminal_restored(talk: Talk) -> bool:
@@ -159,39 +154,48 @@ _AS_USER = (
 )
 
 
-def _usable_by_others(path: str) -> bool:
-    """Anyone may run ``path``: it and every directory above it are executable by others."""
-    path = os.path.realpath(path)
-    if not os.stat(path).st_mode & stat.S_IXOTH:
-        return False
-    parent = os.path.dirname(path)
-    while parent != os.path.dirname(parent):
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return False
-        parent = os.path.dirname(parent)
-    return True
-
-
 def python_for_others() -> str:
     """A Python that another user can run (ours may live under root's 0700 home)."""
     for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
-        if candidate and os.path.exists(candidate) and _usable_by_others(candidate):
+        if not candidate or not os.path.exists(candidate):
+            continue
+        real = os.path.realpath(candidate)  # a venv's python is a link to the real one
+        if os.stat(real).st_mode & stat.S_IXOTH and searchable_by_others(os.path.dirname(real)):
             return candidate
     pytest.skip("no Python interpreter that other users may run")
 
 
-def spawn_as(spawn, uid: int, path: str, **kwargs) -> Talk:
-    """talk.py --socket path in a pty, as ``uid`` (same pid: the wrapper execs it)."""
+@pytest.fixture
+def program_for_others() -> Iterator[Path]:
+    """talk.py as another user can run it: a copy, with pubmarine.py beside it, in a directory
+    everyone can read. The checkout itself may be private (a clone in a 0700 ``mktemp -d``)."""
+    try:
+        directory = socket_dir(prefix="talk-prog-", public=True)
+    except OSError as error:
+        pytest.skip(f"no directory other users can read: {error}")
+    for module in ("talk.py", "pubmarine.py"):
+        copy = os.path.join(directory, module)
+        shutil.copyfile(REPO_ROOT / module, copy)
+        os.chmod(copy, 0o644)
+    yield Path(directory, "talk.py")
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def spawn_as(spawn: Spawner, program: Path, uid: int, path: str, **kwargs: Any) -> Talk:
+    """``program --socket path`` in a pty, as ``uid`` (same pid: the wrapper execs it)."""
     python = python_for_others()
-    args = ["-c", _AS_USER, str(uid), str(uid), python, str(TALK_PY), "--socket", path]
-    return spawn(path, args=args, env=child_env(HOME="/"), **kwargs)
+    args = ["-c", _AS_USER, str(uid), str(uid), python, str(program), "--socket", path]
+    env = child_env(HOME="/")
+    return spawn(path, args=args, env=env, cwd=program.parent, **kwargs)
 
 
 @pytest.fixture
 def public_dir() -> Iterator[str]:
     """A fresh directory owned by root, mode 0755: other users can enter it, not write it."""
-    directory = tempfile.mkdtemp(dir="/tmp", prefix="talk-pub-")
-    os.chmod(directory, 0o755)
+    try:
+        directory = socket_dir(prefix="talk-pub-", public=True)
+    except OSError as error:
+        pytest.skip(f"no directory other users can reach: {error}")
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
 
@@ -412,17 +416,15 @@ _CONNECT_AND_WAIT = (
 
 def test_peer_killed_without_closing_is_noticed_at_once(spawn, sock_path):
     talk = start_server(spawn, sock_path)
-    other = subprocess.Popen(
-        [sys.executable, "-c", _CONNECT_AND_WAIT, sock_path], stdout=subprocess.PIPE
-    )
-    try:
-        assert other.stdout is not None
-        assert other.stdout.readline() == b"connected\n"
-        talk.wait_for_row(0, talking_to(other.pid))
-        other.kill()  # SIGKILL: the peer never says goodbye
-        other.wait(DEADLINE)
-    finally:
-        other.kill()
+    command = [sys.executable, "-c", _CONNECT_AND_WAIT, sock_path]
+    # The with block closes the pipe and reaps the process, also when an assertion fails.
+    with subprocess.Popen(command, stdout=subprocess.PIPE) as other:
+        try:
+            assert other.stdout is not None
+            assert other.stdout.readline() == b"connected\n"
+            talk.wait_for_row(0, talking_to(other.pid))
+        finally:
+            other.kill()  # SIGKILL: the peer never says goodbye
         other.wait(DEADLINE)
 
     status, printed = exit_of(talk, PROMPTLY)
@@ -551,15 +553,17 @@ def test_missing_directory_is_a_clear_error(spawn, sock_path):
 
 
 @needs_root
-def test_unwritable_directory_is_a_clear_error(spawn, public_dir):
+def test_unwritable_directory_is_a_clear_error(spawn, public_dir, program_for_others):
     path = os.path.join(public_dir, "talk.sock")
-    talk = spawn_as(spawn, NOBODY, path)
+    talk = spawn_as(spawn, program_for_others, NOBODY, path)
     exit_with_one_line(talk, f"talk: cannot create socket {path}: ")
     assert os.listdir(public_dir) == [], "something was created in the directory"
 
 
 @needs_root
-def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option(spawn, public_dir):
+def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option(
+    spawn, public_dir, program_for_others
+):
     sticky = os.path.join(public_dir, "shared")
     os.mkdir(sticky)
     os.chmod(sticky, 0o1777)  # like /tmp: only a file's owner may remove it
@@ -571,7 +575,7 @@ def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option
     os.chown(path, NOBODY, NOBODY)
     before = _snapshot(path)
 
-    talk = spawn_as(spawn, OTHER_UID, path)
+    talk = spawn_as(spawn, program_for_others, OTHER_UID, path)
     printed = exit_with_one_line(talk, f"talk: {path} is a stale socket")
     assert "cannot be removed" in printed and "--socket" in printed, printed
     assert _snapshot(path) == before, "the other user's socket was touched"

@@ -23,6 +23,7 @@ import time
 import pytest
 from terminal import (
     Talk,
+    assert_layout,
     child_env,
     conversation,
     drawn,
@@ -40,14 +41,6 @@ EXIT_WITHIN = 2.0  # seconds from the trigger to the exit (the spec says 0.5 s; 
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def assert_layout(talk: Talk) -> None:
-    rows, cols = talk.rows, talk.cols
-    assert talk.row(1) == "-" * (cols - 1), talk.text()
-    assert talk.row(rows - 2) == "=" * (cols - 1), talk.text()
-    separators = [row for row in talk.display if set(row) in ({"-"}, {"="})]
-    assert len(separators) == 2, talk.text()
 
 
 def start_pair(spawn, path: str, **kwargs) -> tuple[Talk, Talk]:
@@ -322,7 +315,7 @@ def shown_message(talk: Talk) -> str:
 def assert_wrapped(talk: Talk, text: str) -> None:
     """One message from the peer, ``text`` but for spaces, on 3+ rows; continuations indented."""
     # Wait for all of it: under load the rows of the message arrive in pieces.
-    talk.wait_until(lambda t: shown_message(t) == text, what="the whole message")
+    talk.wait_until(lambda t: shown_message(t) == text and drawn(t), what="the whole message")
     rows = message_rows(talk)
     # A message that is one long word may start on the row after "<you>" (talk.py does that).
     assert rows[0].startswith("<you>"), rows
