@@ -300,6 +300,26 @@ def test_nothing_typed_is_lost(spawn, peer, sock_path):
     assert sock.read_line() == text.encode() + b"\n"
 
 
+def test_a_lone_escape_does_not_stall_the_program(spawn, peer, sock_path):
+    # curses waits ESCDELAY after an Esc for the rest of a key sequence (1 s unless told
+    # otherwise), and meanwhile nothing else happens. Leave ESCDELAY to talk.py.
+    env = child_env()
+    env.pop("ESCDELAY", None)
+    talk, sock = start_with_peer(spawn, peer, sock_path, env=env)
+    delays = []
+    for attempt in range(3):
+        talk.press("escape")
+        # A person who pressed Esc and nothing after it; not a wait for talk.py to do anything.
+        time.sleep(0.1)
+        sent = time.monotonic()
+        sock.send_line(f"after escape {attempt}")
+        talk.wait_until(lambda t, n=attempt: f"<you> after escape {n}" in t.display)
+        delays.append(time.monotonic() - sent)
+    # The best of three, as the machine may be busy: a stalled keyboard costs most of a second
+    # every time.
+    assert min(delays) < 0.5, f"messages took {delays} s to show after a lone Esc"
+
+
 # -- 7. the conversation -------------------------------------------------------------------------
 
 
