@@ -234,7 +234,7 @@ class Talk:
         self.eof = False
         self.status: int | None = None
         self.eof_at: float | None = None  # time.monotonic() when the output ended
-        self.child = pexpect.spawn(
+        self.child: pexpect.spawn[bytes] = pexpect.spawn(
             self.args[0],
             self.args[1:],
             dimensions=(rows, cols),
@@ -251,7 +251,8 @@ class Talk:
 
     @property
     def pid(self) -> int:
-        return int(self.child.pid)
+        assert self.child.pid is not None
+        return self.child.pid
 
     def _feed(self, data: bytes) -> None:
         self.raw += data
@@ -376,9 +377,10 @@ class Talk:
                     raise AssertionError(self._explain("output ended but the process did not"))
                 time.sleep(0.01)
             if self.child.signalstatus is not None:
-                self.status = 128 + int(self.child.signalstatus)
+                self.status = 128 + self.child.signalstatus
             else:
-                self.status = int(self.child.exitstatus)
+                assert self.child.exitstatus is not None
+                self.status = self.child.exitstatus
         return self.status
 
     @property
@@ -413,6 +415,11 @@ class Talk:
 
     def kill(self, sig: int = signal.SIGTERM) -> None:
         self.child.kill(sig)
+
+    def close_terminal(self) -> None:
+        """Close the pty's master side, as closing a terminal window does: the kernel hangs
+        up the terminal (SIGHUP) and the program's reads and writes on it fail."""
+        self.child.ptyproc.fileobj.close()  # type: ignore[attr-defined]  # not in the stubs
 
     def close(self) -> None:
         """Kill the program if it is still running and release the pty. Safe to call twice."""

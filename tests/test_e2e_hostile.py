@@ -43,6 +43,7 @@ from terminal import (
     REPO_ROOT,
     TALK_PY,
     Peer,
+    Peers,
     Spawner,
     Talk,
     assert_layout,
@@ -253,7 +254,9 @@ FORGERIES: dict[str, tuple[Callable[[int], bytes], str, bytes | None]] = {
 
 
 @pytest.mark.parametrize("name", FORGERIES)
-def test_peer_text_is_shown_inert_and_cannot_forge_own_lines(spawn, peer, sock_path, name):
+def test_peer_text_is_shown_inert_and_cannot_forge_own_lines(
+    spawn: Spawner, peer: Peers, sock_path: str, name: str
+) -> None:
     make_payload, visible, forbidden = FORGERIES[name]
     talk, other = start_with_peer(spawn, peer, sock_path)
     status = talk.row(0)
@@ -279,7 +282,9 @@ def test_peer_text_is_shown_inert_and_cannot_forge_own_lines(spawn, peer, sock_p
 # -- 2. UTF-8 from the peer ----------------------------------------------------------------------
 
 
-def test_invalid_utf8_from_peer_shows_replacement_character(spawn, peer, sock_path):
+def test_invalid_utf8_from_peer_shows_replacement_character(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     other.send(b"bad \xff\xfe bytes, \xe2\x82 cut short\n")
     # In the conversation, not anywhere on the screen (the status line names the user).
@@ -291,7 +296,9 @@ def test_invalid_utf8_from_peer_shows_replacement_character(spawn, peer, sock_pa
     assert "bytes, \ufffd" in row, f"a truncated sequence not shown as U+FFFD: {row!r}"
 
 
-def test_multibyte_character_split_across_reads_is_decoded_whole(spawn, peer, sock_path):
+def test_multibyte_character_split_across_reads_is_decoded_whole(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     pieces = [b"caf\xc3", b"\xa9 costs 5 \xe2", b"\x82", b"\xac, \xf0\x9f", b"\x8d\xb5 ok\n"]
     for piece in pieces:
@@ -306,7 +313,9 @@ def test_multibyte_character_split_across_reads_is_decoded_whole(spawn, peer, so
 # -- 3. a line with no end -----------------------------------------------------------------------
 
 
-def test_peer_line_is_cut_at_64_kib_with_visible_mark(spawn, peer, sock_path):
+def test_peer_line_is_cut_at_64_kib_with_visible_mark(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
 
     other.send(b"A" * MAX_LINE + b"\n")
@@ -326,7 +335,7 @@ def test_peer_line_is_cut_at_64_kib_with_visible_mark(spawn, peer, sock_path):
     )
 
 
-def test_endless_peer_line_keeps_memory_flat(spawn, peer, sock_path):
+def test_endless_peer_line_keeps_memory_flat(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     before = rss_kib(talk.pid)
 
@@ -352,7 +361,9 @@ def _line_number(row: str) -> int:
     return int(match.group(1))
 
 
-def test_flood_of_5000_lines_arrives_in_order_and_keyboard_stays_live(spawn, peer, sock_path):
+def test_flood_of_5000_lines_arrives_in_order_and_keyboard_stays_live(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     other.send(b"".join(b"line %d\n" % i for i in range(5000)))
     talk.type("typed during the flood")
@@ -371,7 +382,9 @@ def test_flood_of_5000_lines_arrives_in_order_and_keyboard_stays_live(spawn, pee
     assert numbers == list(range(first, 5000)), f"lines missing or out of order: {numbers}"
 
 
-def test_2000_pasted_lines_all_reach_the_peer_whole_and_in_order(spawn, peer, sock_path):
+def test_2000_pasted_lines_all_reach_the_peer_whole_and_in_order(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     count = 2000
     paste = b"".join(b"line %d\r" % i for i in range(count))
@@ -416,7 +429,7 @@ _CONNECT_AND_WAIT = (
 )
 
 
-def test_peer_killed_without_closing_is_noticed_at_once(spawn, sock_path):
+def test_peer_killed_without_closing_is_noticed_at_once(spawn: Spawner, sock_path: str) -> None:
     talk = start_server(spawn, sock_path)
     command = [sys.executable, "-c", _CONNECT_AND_WAIT, sock_path]
     # The with block closes the pipe and reaps the process, also when an assertion fails.
@@ -439,14 +452,14 @@ def test_peer_killed_without_closing_is_noticed_at_once(spawn, sock_path):
 # -- 7. nothing, or a stale socket, at the path --------------------------------------------------
 
 
-def test_nothing_at_the_path_makes_talk_the_server(spawn, sock_path):
+def test_nothing_at_the_path_makes_talk_the_server(spawn: Spawner, sock_path: str) -> None:
     talk = spawn(sock_path)
     talk.wait_for_row(0, waiting(sock_path))
     wait_until(lambda: os.path.exists(sock_path), what="the socket file")
     assert stat.S_ISSOCK(os.lstat(sock_path).st_mode), "the file at the path is not a socket"
 
 
-def test_stale_socket_is_taken_over(spawn, peer, sock_path):
+def test_stale_socket_is_taken_over(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(sock_path)
     stale.close()  # left behind without unlink(), as by a talk that was killed
@@ -485,38 +498,38 @@ def _snapshot(path: str) -> tuple[object, ...]:
     return shot
 
 
-def _make_file(path: str, peer) -> list[str]:
+def _make_file(path: str, peer: Peers) -> list[str]:
     with open(path, "w") as file:
         file.write("precious notes\n")
     return [path]
 
 
-def _make_directory(path: str, peer) -> list[str]:
+def _make_directory(path: str, peer: Peers) -> list[str]:
     os.mkdir(path)
     _make_file(os.path.join(path, "inside"), peer)
     return [path, os.path.join(path, "inside")]
 
 
-def _make_symlink_to_file(path: str, peer) -> list[str]:
+def _make_symlink_to_file(path: str, peer: Peers) -> list[str]:
     target = path + ".target"
     _make_file(target, peer)
     os.symlink(target, path)
     return [path, target]
 
 
-def _make_dangling_symlink(path: str, peer) -> list[str]:
+def _make_dangling_symlink(path: str, peer: Peers) -> list[str]:
     os.symlink(path + ".nowhere", path)
     return [path]
 
 
-def _make_symlink_to_live_socket(path: str, peer) -> list[str]:
+def _make_symlink_to_live_socket(path: str, peer: Peers) -> list[str]:
     target = path + ".live"
     peer.listen(target)
     os.symlink(target, path)
     return [path, target]
 
 
-def _make_fifo(path: str, peer) -> list[str]:
+def _make_fifo(path: str, peer: Peers) -> list[str]:
     os.mkfifo(path)
     return [path]
 
@@ -532,7 +545,9 @@ NOT_SOCKETS = {
 
 
 @pytest.mark.parametrize("kind", NOT_SOCKETS)
-def test_path_that_is_not_a_socket_is_left_alone_with_an_error(spawn, peer, sock_path, kind):
+def test_path_that_is_not_a_socket_is_left_alone_with_an_error(
+    spawn: Spawner, peer: Peers, sock_path: str, kind: str
+) -> None:
     watched = NOT_SOCKETS[kind](sock_path, peer)
     before = {path: _snapshot(path) for path in watched}
 
@@ -546,7 +561,7 @@ def test_path_that_is_not_a_socket_is_left_alone_with_an_error(spawn, peer, sock
 # -- 9. directories that cannot hold the socket ---------------------------------------------------
 
 
-def test_missing_directory_is_a_clear_error(spawn, sock_path):
+def test_missing_directory_is_a_clear_error(spawn: Spawner, sock_path: str) -> None:
     directory = os.path.join(os.path.dirname(sock_path), "missing")
     path = os.path.join(directory, "talk.sock")
     talk = spawn(path)
@@ -555,7 +570,9 @@ def test_missing_directory_is_a_clear_error(spawn, sock_path):
 
 
 @needs_root
-def test_unwritable_directory_is_a_clear_error(spawn, public_dir, program_for_others):
+def test_unwritable_directory_is_a_clear_error(
+    spawn: Spawner, public_dir: str, program_for_others: Path
+) -> None:
     path = os.path.join(public_dir, "talk.sock")
     talk = spawn_as(spawn, program_for_others, NOBODY, path)
     exit_with_one_line(talk, f"talk: cannot create socket {path}: ")
@@ -564,8 +581,8 @@ def test_unwritable_directory_is_a_clear_error(spawn, public_dir, program_for_ot
 
 @needs_root
 def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option(
-    spawn, public_dir, program_for_others
-):
+    spawn: Spawner, public_dir: str, program_for_others: Path
+) -> None:
     sticky = os.path.join(public_dir, "shared")
     os.mkdir(sticky)
     os.chmod(sticky, 0o1777)  # like /tmp: only a file's owner may remove it
@@ -603,7 +620,7 @@ gate, ready = sys.argv[1], sys.argv[2]
 original = talk.open_line
 
 
-async def open_line(*args):
+async def open_line(*args) -> None:
     fd = os.open(gate, os.O_RDONLY)
     open(ready + str(os.getpid()), "w").close()
     (start,) = struct.unpack("d", os.read(fd, 8))
@@ -618,7 +635,7 @@ sys.exit(talk.main(sys.argv[3:]))
 """
 
 
-def _start_together(spawn, path: str, starter: str, gate_path: str) -> tuple[Talk, Talk]:
+def _start_together(spawn: Spawner, path: str, starter: str, gate_path: str) -> tuple[Talk, Talk]:
     """Two talk.py on ``path`` that look at it at the same instant."""
     os.mkfifo(gate_path)
     gate = os.open(gate_path, os.O_RDWR)  # so that neither blocks opening it
@@ -634,7 +651,9 @@ def _start_together(spawn, path: str, starter: str, gate_path: str) -> tuple[Tal
     return first, second
 
 
-def test_two_started_at_once_connect_to_each_other(spawn, peer, sock_path, tmp_path):
+def test_two_started_at_once_connect_to_each_other(
+    spawn: Spawner, peer: Peers, sock_path: str, tmp_path: Path
+) -> None:
     starter = tmp_path / "talk_at_the_signal.py"
     starter.write_text(_AT_THE_SIGNAL.format(repo=str(REPO_ROOT)))
     directory = os.path.dirname(sock_path)
@@ -659,7 +678,7 @@ def test_two_started_at_once_connect_to_each_other(spawn, peer, sock_path, tmp_p
 
 # -- 11. signals and a closed terminal ----------------------------------------------------------
 
-ENDINGS = {
+ENDINGS: dict[str, tuple[Callable[[Talk], None], int, str]] = {
     "ctrl_c": (lambda talk: talk.press("ctrl_c"), 130, "talk: interrupted"),
     "sigterm": (lambda talk: talk.kill(signal.SIGTERM), 143, "talk: terminated"),
     "sighup": (lambda talk: talk.kill(signal.SIGHUP), 129, "talk: hung up"),
@@ -667,7 +686,9 @@ ENDINGS = {
 
 
 @pytest.mark.parametrize("how", ENDINGS)
-def test_interrupt_or_signal_restores_terminal_and_removes_socket(spawn, peer, sock_path, how):
+def test_interrupt_or_signal_restores_terminal_and_removes_socket(
+    spawn: Spawner, peer: Peers, sock_path: str, how: str
+) -> None:
     trigger, expected_status, expected_line = ENDINGS[how]
     talk, _other = start_with_peer(spawn, peer, sock_path)
 
@@ -681,11 +702,13 @@ def test_interrupt_or_signal_restores_terminal_and_removes_socket(spawn, peer, s
     assert not os.path.exists(sock_path), "the socket file was left behind"
 
 
-def test_closed_terminal_ends_talk_and_removes_socket(spawn, peer, sock_path):
+def test_closed_terminal_ends_talk_and_removes_socket(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
 
     # What closing a terminal window does: the pty master goes away, the kernel hangs up.
-    talk.child.ptyproc.fileobj.close()
+    talk.close_terminal()
     wait_until(lambda: not talk.child.isalive(), PROMPTLY, "talk.py to exit after the hang-up")
 
     assert talk.child.signalstatus is None, f"killed by signal {talk.child.signalstatus}"
@@ -699,7 +722,7 @@ def test_closed_terminal_ends_talk_and_removes_socket(spawn, peer, sock_path):
 # hangs nobody up. All talk.py can see is a stdin that is readable and never has a key.
 
 
-def test_terminal_gone_without_a_hangup_signal_still_ends_talk(peer, sock_path):
+def test_terminal_gone_without_a_hangup_signal_still_ends_talk(peer: Peers, sock_path: str) -> None:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     command = [sys.executable, str(TALK_PY), "--socket", sock_path]
@@ -739,7 +762,9 @@ def test_terminal_gone_without_a_hangup_signal_still_ends_talk(peer, sock_path):
 # -- 12. hanging up -------------------------------------------------------------------------------
 
 
-def test_hang_up_leaves_alone_a_socket_file_that_replaced_its_own(spawn, peer, sock_path):
+def test_hang_up_leaves_alone_a_socket_file_that_replaced_its_own(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, _other = start_with_peer(spawn, peer, sock_path)
     # Someone removes talk's socket file and serves on the same path (a cleanup script, another
     # program): when talk hangs up, the file there is not its own to remove.
@@ -778,7 +803,9 @@ def quit_with_lines_still_going_out(talk: Talk, other: Peer) -> list[bytes]:
     return lines
 
 
-def test_lines_typed_just_before_quitting_reach_a_slow_reader(spawn, peer, sock_path):
+def test_lines_typed_just_before_quitting_reach_a_slow_reader(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     lines = quit_with_lines_still_going_out(talk, other)
     received = other.received.split(b"\n")
@@ -792,7 +819,9 @@ def test_lines_typed_just_before_quitting_reach_a_slow_reader(spawn, peer, sock_
     "asyncio (the hang-up is being reworked on another branch)",
     raises=AssertionError,
 )
-def test_quitting_while_lines_are_still_going_out_ends_cleanly(spawn, peer, sock_path):
+def test_quitting_while_lines_are_still_going_out_ends_cleanly(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     quit_with_lines_still_going_out(talk, other)
     status, printed = exit_of(talk)
@@ -802,7 +831,9 @@ def test_quitting_while_lines_are_still_going_out_ends_cleanly(spawn, peer, sock
 # -- 13. a terminal too small --------------------------------------------------------------------
 
 
-def test_too_small_terminal_says_so_then_works_after_resize(spawn, peer, sock_path):
+def test_too_small_terminal_says_so_then_works_after_resize(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk = spawn(sock_path, rows=3, cols=12)
     talk.wait_until(lambda t: "too small" in flowing(t.display), DEADLINE, "a 'too small' message")
     other = peer(sock_path)
@@ -825,7 +856,7 @@ def test_too_small_terminal_says_so_then_works_after_resize(spawn, peer, sock_pa
 # -- 14. no usable terminal ----------------------------------------------------------------------
 
 
-def test_stdin_not_a_terminal_is_a_clear_error(sock_path):
+def test_stdin_not_a_terminal_is_a_clear_error(sock_path: str) -> None:
     result = subprocess.run(
         [sys.executable, str(TALK_PY), "--socket", sock_path],
         stdin=subprocess.DEVNULL,
@@ -839,7 +870,7 @@ def test_stdin_not_a_terminal_is_a_clear_error(sock_path):
     assert not os.path.exists(sock_path), "a socket was created without a terminal"
 
 
-def test_unknown_terminal_type_is_a_clear_error(spawn, sock_path):
+def test_unknown_terminal_type_is_a_clear_error(spawn: Spawner, sock_path: str) -> None:
     talk = spawn(sock_path, env=child_env(TERM="nosuchterm"))
     printed = exit_with_one_line(talk, "talk: unknown terminal type")
     assert "Traceback" not in talk.output, printed
@@ -858,7 +889,7 @@ cls = talk.{cls}
 original = cls.{method}
 
 
-def broken(self, *args):
+def broken(self, *args) -> None:
     if {condition}:
         raise RuntimeError("boom")
     return original(self, *args)
@@ -880,8 +911,8 @@ CRASHES = {
 
 @pytest.mark.parametrize("where", CRASHES)
 def test_unexpected_exception_restores_terminal_before_traceback(
-    spawn, peer, sock_path, tmp_path, where
-):
+    spawn: Spawner, peer: Peers, sock_path: str, tmp_path: Path, where: str
+) -> None:
     cls, method, condition, source = CRASHES[where]
     wrapper = tmp_path / "crashing_talk.py"
     wrapper.write_text(
