@@ -196,11 +196,27 @@ def wait_until(
         time.sleep(interval)
 
 
+#: Environment variables that change how Python runs a program; a user does not usually set them.
+_PYTHON_BEHAVIOUR = (
+    "PYTHONUNBUFFERED",
+    "PYTHONDEVMODE",
+    "PYTHONWARNINGS",
+    "PYTHONASYNCIODEBUG",
+    "PYTHONIOENCODING",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+)
+
+
 def child_env(**overrides: str) -> dict[str, str]:
-    """The environment the program runs in: ours, with a known terminal and a UTF-8 locale."""
+    """The environment the program runs in: ours, with a known terminal and a UTF-8 locale,
+    and without the settings that make Python behave unlike it does for a user."""
     env = dict(os.environ)
     env.pop("LINES", None)  # would override the pty size in curses
     env.pop("COLUMNS", None)
+    # E.g. PYTHONUNBUFFERED hides what a buffered stderr does when the terminal is gone.
+    for name in _PYTHON_BEHAVIOUR:
+        env.pop(name, None)
     env.update(TERM="xterm-256color", LANG="C.UTF-8", LC_ALL="C.UTF-8")
     env.update(overrides)
     return env
