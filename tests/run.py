@@ -36,11 +36,13 @@ import tempfile
 import urllib.request
 import venv
 from pathlib import Path
+from urllib.parse import urljoin
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP_CFG = ROOT / "setup.cfg"
 PIP_JSON = "https://pypi.org/pypi/pip/json"
 NO_TESTS_COLLECTED = 5  # pytest's exit status when nothing matched
+PIP_QUIET = ("--quiet", "--disable-pip-version-check")
 
 
 def say(message: str) -> None:
@@ -122,7 +124,8 @@ def bootstrap_pip(python: Path) -> None:
             for url in release["urls"]
             if url["packagetype"] == "bdist_wheel" and url["filename"].endswith("-none-any.whl")
         )
-        with urllib.request.urlopen(wheel["url"], timeout=60) as response:
+        # PyPI gives absolute URLs; a mirror standing in for it may give relative ones.
+        with urllib.request.urlopen(urljoin(PIP_JSON, wheel["url"]), timeout=60) as response:
             data = response.read()
     except (OSError, ValueError, KeyError, StopIteration) as error:
         raise SetupError(f"could not fetch pip from PyPI: {error}") from None
@@ -132,7 +135,7 @@ def bootstrap_pip(python: Path) -> None:
         path = Path(scratch, wheel["filename"])
         path.write_bytes(data)
         # A wheel is a zip file Python can run from: pip installs itself from its own wheel.
-        install = [str(python), f"{path}/pip", "install", "--quiet", str(path)]
+        install = [str(python), f"{path}/pip", "install", *PIP_QUIET, str(path)]
         if subprocess.run(install).returncode != 0:
             raise SetupError(f"could not install {wheel['filename']}")
 
@@ -144,7 +147,7 @@ def install(env_dir: Path, extras: list[str]) -> None:
     if stamp.exists() and stamp.read_text(encoding="utf-8").splitlines() == wanted:
         return
     say(f"installing into {env_dir}: {' '.join(wanted)}")
-    command = [str(venv_python(env_dir)), "-m", "pip", "install", "--quiet", *wanted]
+    command = [str(venv_python(env_dir)), "-m", "pip", "install", *PIP_QUIET, *wanted]
     if subprocess.run(command).returncode != 0:
         raise SetupError(f"pip could not install {' '.join(wanted)}")
     stamp.write_text("\n".join(wanted) + "\n", encoding="utf-8")

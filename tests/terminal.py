@@ -9,8 +9,8 @@ Not a test file: the end-to-end tests import it.
 - ``socket_dir`` makes a directory for sockets under TMPDIR, short enough for AF_UNIX paths;
   ``child_env`` is the environment the program gets (a known TERM, a UTF-8 locale).
 - ``waiting``, ``talking_to``, ``conversation``, ``input_row``, ``drawn``, ``wait_for_status``,
-  ``assert_layout``, ``start_server`` and ``start_with_peer`` are what talk.py's screen shows
-  and how a test gets talk.py to it.
+  ``wait_for_waiting``, ``assert_layout``, ``start_server`` and ``start_with_peer`` are what
+  talk.py's screen shows and how a test gets talk.py to it.
 - ``wait_all_ended`` reads several programs at once until each ends, so that each one's
   ``eof_at`` is when it ended, not when the test got round to reading it.
 
@@ -674,16 +674,25 @@ def assert_layout(talk: Talk, status: str | None = None) -> None:
     assert talk.cursor[1] == rows - 1, f"cursor left the input line:\n{screen}"
 
 
+def wait_for_waiting(talk: Talk, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Wait until the status line says talk.py waits on ``path``, and the update is whole.
+
+    The whole status when it fits on the screen; a path under a long TMPDIR may not, and how
+    a status line too long for the screen is cut is not specified: then its start.
+    """
+    if len(waiting(path)) < talk.cols:
+        wait_for_status(talk, waiting(path), timeout)
+    else:
+        wait_for_status(talk, "Waiting for", timeout)
+
+
 def start_server(spawn: Callable[..., Talk], path: str, **kwargs: Any) -> Talk:
     """``spawn`` talk.py on ``path``; wait until it shows it is waiting and the socket exists.
 
     The whole screen is drawn by then (rules, cursor on the input line), not only the status.
     """
     talk = spawn(path, **kwargs)
-    if len(waiting(path)) < talk.cols:
-        wait_for_status(talk, waiting(path))
-    else:  # how a status line too long for the screen is cut is not specified
-        wait_for_status(talk, "Waiting for")
+    wait_for_waiting(talk, path)
     wait_until(lambda: os.path.exists(path), what=f"socket file {path}")
     return talk
 

@@ -56,8 +56,8 @@ from terminal import (
     start_server,
     start_with_peer,
     talking_to,
+    wait_for_waiting,
     wait_until,
-    waiting,
 )
 
 DEADLINE = 10.0  # for anything to show up
@@ -454,7 +454,7 @@ def test_peer_killed_without_closing_is_noticed_at_once(spawn: Spawner, sock_pat
 
 def test_nothing_at_the_path_makes_talk_the_server(spawn: Spawner, sock_path: str) -> None:
     talk = spawn(sock_path)
-    talk.wait_for_row(0, waiting(sock_path))
+    wait_for_waiting(talk, sock_path)
     wait_until(lambda: os.path.exists(sock_path), what="the socket file")
     assert stat.S_ISSOCK(os.lstat(sock_path).st_mode), "the file at the path is not a socket"
 
@@ -465,7 +465,7 @@ def test_stale_socket_is_taken_over(spawn: Spawner, peer: Peers, sock_path: str)
     stale.close()  # left behind without unlink(), as by a talk that was killed
 
     talk = spawn(sock_path)
-    talk.wait_for_row(0, waiting(sock_path))
+    wait_for_waiting(talk, sock_path)
     other = peer(sock_path)
     talk.wait_for_row(0, talking_to(os.getpid()))
     other.send_line("hello over the old path")

@@ -23,7 +23,7 @@ from terminal import (
     Spawner,
     talking_to,
     wait_for_status,
-    waiting,
+    wait_for_waiting,
 )
 
 BUILD_TIMEOUT = 300  # seconds for one pip or build run (downloads on a slow line)
@@ -127,7 +127,7 @@ def test_installed_script_talks_beside_pubmarine_043(
     handover = "import os, sys; os.execv(sys.argv[1], sys.argv[1:])"
     args = ["-c", handover, str(script), "--socket", sock_path]
     talk = spawn(sock_path, args=args, cwd=os.path.dirname(sock_path))
-    wait_for_status(talk, waiting(sock_path))
+    wait_for_waiting(talk, sock_path)
     other = peer(sock_path)
     wait_for_status(talk, talking_to(os.getpid()))
     other.send_line("hello from beside 0.4.3")
