@@ -7,8 +7,8 @@ saying so, when what it has to download cannot be had.
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -61,12 +61,24 @@ def shipped_files() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the checkout to build from: building writes build/ and *.egg-info into the
+    source tree, and the checkout may be read-only, or in use by another run."""
+    copy = tmp_path_factory.mktemp("source") / "talk"
+    junk = shutil.ignore_patterns(
+        ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
+    )
+    shutil.copytree(REPO_ROOT, copy, ignore=junk)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def sdist(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sdist, built by ``python -m build --sdist`` and unpacked; its top directory."""
-    if importlib.util.find_spec("build") is None:
+    if run([sys.executable, "-m", "build", "--version"]).returncode != 0:
         pytest.skip("the 'build' package is not installed (it is in the dev extra)")
     out = tmp_path_factory.mktemp("sdist")
-    built = run([sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(REPO_ROOT)])
+    built = run([sys.executable, "-m", "build", "--sdist", "--outdir", str(out), str(source)])
     skip_if_offline(built, "the build backend")
     assert built.returncode == 0, f"building the sdist failed:\n{built.stdout}\n{built.stderr}"
     assert "SetuptoolsDeprecationWarning" not in built.stdout + built.stderr, built.stderr
@@ -105,7 +117,7 @@ def test_unit_tests_run_from_the_unpacked_sdist(sdist: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def beside_pubmarine_043(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def beside_pubmarine_043(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A virtual environment with pubmarine 0.4.3 and this package installed; its bin/.
 
     The two have a module of the same name, pubmarine. Installed in either order, talk must
@@ -119,7 +131,7 @@ def beside_pubmarine_043(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     old = run([*pip, "pubmarine==0.4.3"])
     skip_if_offline(old, "pubmarine 0.4.3")
     assert old.returncode == 0, f"installing pubmarine 0.4.3 failed:\n{old.stderr}"
-    ours = run([*pip, str(REPO_ROOT)])
+    ours = run([*pip, str(source)])
     skip_if_offline(ours, "the build backend")
     assert ours.returncode == 0, f"installing the package failed:\n{ours.stderr}"
     yield env_dir / "bin"
