@@ -4,10 +4,15 @@ Not a test file: the end-to-end tests import it.
 
 - ``Talk`` runs ``talk.py --socket PATH`` under pexpect in a pty of a given size and feeds every
   byte it writes into a ``pyte`` screen, so tests assert on rows and columns, not escape codes.
-- ``Peer`` is a plain AF_UNIX stream socket, the test's own ``nc -U``.
+- ``Peer`` is a plain AF_UNIX stream socket, the test's own ``nc -U``; ``Listener`` serves one.
+- ``Spawner`` and ``Peers`` are the ``spawn`` and ``peer`` fixtures of conftest.py: they start
+  ``Talk`` and ``Peer`` objects and close them all at the end of a test.
 - ``wait_until`` polls a condition that is not on a screen (a socket file appears, ...).
-- ``socket_dir`` makes a directory for sockets under TMPDIR, short enough for AF_UNIX paths;
-  ``child_env`` is the environment the program gets (a known TERM, a UTF-8 locale).
+- ``socket_dir`` makes a directory for sockets under TMPDIR, short enough for AF_UNIX paths
+  (``public=True``: one every user can reach); ``child_env`` is the environment the program
+  gets (a known TERM, a UTF-8 locale, no PYTHONUNBUFFERED and the like).
+- ``ENTER_ALTERNATE_SCREEN`` and ``LEAVE_ALTERNATE_SCREEN`` are the bytes curses sends when it
+  takes the terminal and gives it back (``Talk.left_alternate_screen``, ``Talk.after_exit``).
 - ``waiting``, ``talking_to``, ``conversation``, ``input_row``, ``drawn``, ``wait_for_status``,
   ``wait_for_waiting``, ``assert_layout``, ``start_server`` and ``start_with_peer`` are what
   talk.py's screen shows and how a test gets talk.py to it.
