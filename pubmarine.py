@@ -55,13 +55,22 @@ class EventNotFoundError(PubMarineError):
 class _Subscription:
     """One subscription: what to call, and whether it still stands."""
 
-    __slots__ = ("active", "event", "target", "weak")
+    __slots__ = ("active", "event", "function", "target", "weak")
 
-    def __init__(self, event: str, target: Callable[..., Any], weak: bool) -> None:
+    def __init__(
+        self,
+        event: str,
+        target: Callable[..., Any],
+        weak: bool,
+        function: Callable[..., Any] | None = None,
+    ) -> None:
         self.event = event
-        # The callback itself, or (weak) a weak reference that returns it or None.
+        # The callback itself; or (weak) a weak reference to it, or for a bound method to its
+        # object, with the method's function in ``function``. (WeakMethod would do, but
+        # calling it costs four times as much as rebuilding the bound method.)
         self.target = target
         self.weak = weak
+        self.function = function
         self.active = True  # False once unsubscribed: queued events then skip it
 
 
@@ -204,19 +213,21 @@ class PubPen:
         self._check(event)
         sub_id = next(self._ids)
         target: Callable[..., Any] = callback
+        function = None
         held_weakly = False
         if weak or (weak is None and isinstance(callback, MethodType)):
             forget = functools.partial(_forget, weakref.ref(self), sub_id)
             try:
                 if isinstance(callback, MethodType):
-                    target = weakref.WeakMethod(callback, forget)
+                    target = weakref.ref(callback.__self__, forget)
+                    function = callback.__func__
                 else:
                     target = weakref.ref(callback, forget)
                 held_weakly = True
             except TypeError:  # e.g. the method of an object with __slots__ and no __weakref__
                 if weak:
                     raise
-        subscription = _Subscription(event, target, held_weakly)
+        subscription = _Subscription(event, target, held_weakly, function)
         self._subscriptions[sub_id] = subscription
         self._handlers.setdefault(event, {})[sub_id] = subscription
         self._forget_snapshot(event)
@@ -437,6 +448,8 @@ class PubPen:
                         callback = callback()
                         if callback is None:  # died; its removal is on its way
                             continue
+                        if subscription.function is not None:
+                            callback = MethodType(subscription.function, callback)
                     try:
                         result = callback(*args, **kwargs) if kwargs else callback(*args)
                         if result is not None and isawaitable(result):
