@@ -9,9 +9,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import json
+import os
 import selectors
+import subprocess
+import sys
 import threading
 import weakref
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1030,3 +1035,181 @@ async def test_republishing_callback_does_not_starve_socket_io(pubpen: PubPen) -
         loop.remove_reader(right.fileno())
         left.close()
         right.close()
+
+
+# --- What the README says of pubmarine 0.4.3 ------------------------------------------------------
+
+# Run against pubmarine 0.4.3 in a subprocess (its module name is ours too); prints what it saw.
+OBSERVE_0_4_3 = r"""
+import asyncio, functools, gc, json, sys, warnings
+sys.path.insert(0, sys.argv[1])
+import pubmarine
+assert pubmarine.__version__ == "0.4.3", pubmarine.__file__
+seen = {}
+calls = []
+
+def module_function():
+    calls.append("module function")
+
+class Recorder:
+    def method(self):
+        calls.append("method")
+
+class Slotted:
+    __slots__ = ()
+    def method(self):
+        calls.append("slotted method")
+
+class CountingDict(dict):
+    steps = 0
+    def __iter__(self):
+        for key in dict.__iter__(self):
+            CountingDict.steps += 1
+            yield key
+
+async def main():
+    loop = asyncio.get_running_loop()
+    errors = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    pubpen = pubmarine.PubPen(loop)
+    def factory():
+        def nested():
+            calls.append("nested function")
+        return nested
+    ids = [pubpen.subscribe("kinds", lambda: calls.append("lambda"))]
+    ids.append(pubpen.subscribe("kinds", functools.partial(calls.append, "partial")))
+    pubpen.subscribe("kinds", factory())
+    pubpen.subscribe("kinds", module_function)
+    recorder = Recorder()
+    pubpen.subscribe("kinds", recorder.method)
+    pubpen.subscribe("kinds", Slotted().method)
+    gc.collect()
+    pubpen.publish("kinds")
+    await asyncio.sleep(0.1)
+    seen["ids"] = ids
+    seen["called"] = list(calls)
+
+    ran = []
+    async def coroutine():
+        ran.append(True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pubpen.subscribe("async", coroutine)
+        pubpen.publish("async")
+        await asyncio.sleep(0.1)
+        gc.collect()
+    seen["async body ran"] = bool(ran)
+    seen["never awaited"] = any("never awaited" in str(w.message) for w in caught)
+
+    # From here on, callbacks are kept referenced by local names: 0.4.3 holds them weakly.
+    order = []
+    def before():
+        order.append("before")
+    def fail():
+        raise ValueError("boom")
+    def after():
+        order.append("after")
+    for callback in (before, fail, after):
+        pubpen.subscribe("raise", callback)
+    pubpen.publish("raise")
+    await asyncio.sleep(0.1)
+    seen["raise"] = order
+    seen["reported"] = [type(c.get("exception")).__name__ for c in errors]
+
+    late = []
+    def victim():
+        late.append(True)
+    sub_id = pubpen.subscribe("unsubscribed", victim)
+    pubpen.publish("unsubscribed")
+    pubpen.unsubscribe(sub_id)
+    await asyncio.sleep(0.1)
+    seen["unsubscribed but called"] = bool(late)
+
+    sequence = []
+    def a():
+        sequence.append("A")
+    def b():
+        sequence.append("B")
+    pubpen.subscribe("A", a)
+    pubpen.subscribe("B", b)
+    pubpen.publish("A")
+    loop.call_soon(sequence.append, "x")
+    pubpen.publish("B")
+    await asyncio.sleep(0.1)
+    seen["order"] = sequence
+
+    keep = [functools.partial(print, n) for n in range(200)]
+    removed = [pubpen.subscribe("many", callback) for callback in keep]
+    pubpen._event_handlers["many"] = CountingDict(pubpen._event_handlers["many"])
+    for sub_id in reversed(removed):
+        pubpen.unsubscribe(sub_id)
+    seen["unsubscribe steps"] = CountingDict.steps
+
+asyncio.run(main())
+print(json.dumps(seen))
+"""
+
+# What the README says of 0.4.3 (whitespace aside), and what 0.4.3 must then do.
+CLAIMS_ABOUT_0_4_3: list[tuple[str, str, Any]] = [
+    ("returns an id: from 0 (as in 0.4.3)", "ids", [0, 1]),
+    (
+        "0.4.3 holds every callback through a weak reference, so it silently never calls one "
+        "that nothing else references: lambdas, `functools.partial` objects, functions made "
+        "by a factory, methods of objects with `__slots__`. It calls module-level functions "
+        "and methods of live objects.",
+        "called",
+        ["module function", "method"],
+    ),
+    ("0.4.3 never runs an `async def` callback", "async body ran", False),
+    (
+        'the coroutine is made and dropped ("coroutine ... was never awaited")',
+        "never awaited",
+        True,
+    ),
+    (
+        "0.4.3 still calls a callback unsubscribed after the event was published",
+        "unsubscribed but called",
+        True,
+    ),
+    (
+        "its `unsubscribe()` scans the event's subscriptions (quadratic to remove them all)",
+        "unsubscribe steps",
+        sum(range(1, 201)),  # removing 200 from the end scans 200, then 199, ...
+    ),
+    ("(0.4.3, with one loop callback per subscriber: A, x, B)", "order", ["A", "x", "B"]),
+    (
+        "when a callback raises, 0.4.3 still calls the other subscribers",
+        "raise",
+        ["before", "after"],
+    ),
+    ("the error goes to the loop's exception handler", "reported", ["ValueError"]),
+]
+
+
+@pytest.fixture(scope="module")
+def observed_0_4_3(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    directory = os.environ.get("PUBMARINE043")
+    if not directory or not os.path.isdir(os.path.join(directory, "pubmarine")):
+        pytest.skip(
+            "set PUBMARINE043=DIR, a directory made by "
+            "`pip install --target DIR pubmarine==0.4.3`, to check the README's claims on it"
+        )
+    result = subprocess.run(
+        [sys.executable, "-c", OBSERVE_0_4_3, os.path.abspath(directory)],
+        cwd=tmp_path_factory.mktemp("pubmarine043"),  # away from our pubmarine.py
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    observed: dict[str, Any] = json.loads(result.stdout)
+    return observed
+
+
+@pytest.mark.parametrize(("claim", "key", "expected"), CLAIMS_ABOUT_0_4_3)
+def test_readme_claim_about_0_4_3_is_what_0_4_3_does(
+    observed_0_4_3: dict[str, Any], claim: str, key: str, expected: Any
+) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert " ".join(claim.split()) in " ".join(readme.split())
+    assert observed_0_4_3[key] == expected
