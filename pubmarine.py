@@ -33,8 +33,9 @@ import warnings
 import weakref
 from asyncio import _get_running_loop
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from inspect import isawaitable
+from operator import length_hint
 from threading import get_ident
 from types import MethodType
 from typing import Any, Callable
@@ -177,6 +178,10 @@ class PubPen:
         self._tasks: set[asyncio.Future[Any]] = set()  # asyncio itself keeps tasks only weakly
         # Each waiting drain(): its future, and its task if the bus started that task.
         self._drainers: list[tuple[asyncio.Future[None], asyncio.Future[Any] | None]] = []
+        # While _deliver calls a plain tuple of callbacks: its iterator; and how many were
+        # left when unsubscribe() cut it short.
+        self._rest: Iterator[Callable[..., Any]] | None = None
+        self._left = 0
 
         # State shared with other threads: touched only while holding the lock.
         self._lock = threading.Lock()
@@ -246,6 +251,16 @@ class PubPen:
         if subscription is None:
             return
         subscription.active = False
+        rest = self._rest
+        if rest is not None:
+            left = length_hint(rest)
+            if left:
+                # A callback of a delivery from a plain tuple of callbacks is unsubscribing:
+                # the callbacks left in that tuple may include this one. Empty the loop's
+                # iterator and tell _deliver how many were left: it checks them one by one.
+                deque(rest, maxlen=0)
+                self._rest = None
+                self._left = left
         event = subscription.event
         handlers = self._handlers[event]
         del handlers[sub_id]
@@ -315,7 +330,9 @@ class PubPen:
             if not self._scheduled:
                 self.loop.call_soon(self._deliver)  # first: if it raised, nothing is queued
                 self._scheduled = True
-            self._queue.extend((snapshot, args))
+            queue = self._queue
+            queue.append(snapshot)
+            queue.append(args)
         else:
             self._publish_from_elsewhere(event, args, kwargs or None)
 
@@ -396,7 +413,8 @@ class PubPen:
             if snapshot is not None:
                 if kwargs:
                     snapshot = _Snapshot(event, snapshot.subscriptions, kwargs)
-                queue.extend((snapshot, args))
+                queue.append(snapshot)
+                queue.append(args)
         # Delivering now, rather than behind whatever is ready on the loop, keeps the promise
         # that a thread's events come before the callbacks it schedules afterwards.
         self._deliver()
@@ -414,31 +432,27 @@ class PubPen:
                 snapshot = queue.popleft()
                 args = queue.popleft()
                 callbacks = snapshot.callbacks
+                subscriptions = snapshot.subscriptions
                 if callbacks is not None:
                     # The common case, kept lean: no keywords, every subscription strong and
-                    # still active.
-                    for callback in (rest := iter(callbacks)):
+                    # still active, so no check per call. Should a callback unsubscribe
+                    # anything, unsubscribe() cuts this loop short (see there).
+                    rest = self._rest = iter(callbacks)
+                    for callback in rest:
                         try:
                             result = callback(*args)
                             if result is not None and isawaitable(result):
                                 self._start_task(result, snapshot.event, callback)
                         except (SystemExit, KeyboardInterrupt):
-                            subscriptions = snapshot.subscriptions
-                            self._requeue(snapshot, subscriptions, len(tuple(rest)), args)
+                            left = length_hint(rest) if self._rest is rest else self._left
+                            self._requeue(snapshot, subscriptions, left, args)
                             raise
                         except BaseException as exc:  # asyncio.Handle's rule
                             self._report(exc, snapshot.event, callback)
-                        if snapshot.callbacks is None:
-                            # That callback changed the event's subscriptions: the rest
-                            # must be checked one by one.
-                            left = len(tuple(rest))
-                            subscriptions = snapshot.subscriptions
-                            subscriptions = subscriptions[len(subscriptions) - left :]
-                            break
-                    else:
+                    if self._rest is rest:
                         continue
-                else:
-                    subscriptions = snapshot.subscriptions
+                    # Cut short: the rest is checked one by one.
+                    subscriptions = subscriptions[len(subscriptions) - self._left :]
                 kwargs = snapshot.kwargs
                 for subscription in (remaining := iter(subscriptions)):
                     if not subscription.active:  # unsubscribed since publish: unsubscribe wins
@@ -461,6 +475,7 @@ class PubPen:
                     except BaseException as exc:
                         self._report(exc, snapshot.event, callback)
         finally:
+            self._rest = None
             if queue:
                 if not self._scheduled:
                     self.loop.call_soon(self._deliver)

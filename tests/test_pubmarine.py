@@ -493,6 +493,41 @@ async def test_unsubscribe_by_an_earlier_callback_wins_within_one_delivery(
 
 
 @pytest.mark.asyncio
+async def test_callbacks_that_unsubscribe_themselves_are_each_called_once(pubpen: PubPen) -> None:
+    calls: list[tuple[int, int]] = []
+    ids: list[int] = []
+
+    def make_once(k: int) -> Any:
+        def once(n: int) -> None:
+            calls.append((k, n))
+            pubpen.unsubscribe(ids[k])
+
+        return once
+
+    ids.extend(pubpen.subscribe("e", make_once(k)) for k in range(5))
+    pubpen.publish("e", 1)
+    pubpen.publish("e", 2)
+    await drained(pubpen)
+    assert calls == [(k, 1) for k in range(5)]
+    assert is_empty(pubpen)
+
+
+@pytest.mark.asyncio
+async def test_unsubscribing_from_another_event_during_a_delivery_spares_the_rest(
+    pubpen: PubPen,
+) -> None:
+    calls: list[str] = []
+    other = pubpen.subscribe("other", print)
+    pubpen.subscribe("e", lambda: pubpen.unsubscribe(other))
+    pubpen.subscribe("e", lambda: calls.append("second"))
+    pubpen.subscribe("e", lambda: calls.append("third"))
+    pubpen.publish("e")
+    pubpen.publish("e")
+    await drained(pubpen)
+    assert calls == ["second", "third", "second", "third"]
+
+
+@pytest.mark.asyncio
 async def test_unsubscribe_wins_over_a_keyword_publish_already_queued(pubpen: PubPen) -> None:
     calls: list[dict[str, int]] = []
     kept: list[dict[str, int]] = []
