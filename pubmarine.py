@@ -83,7 +83,9 @@ class _Snapshot:
     for the common case: the plain callbacks, in order, while every subscription is strong and
     none has been removed since the snapshot was taken. The PubPen caches the current snapshot
     of each event and drops the shortcut (sets it to None) of the one it forgets whenever the
-    event's subscriptions change, so a snapshot with a shortcut is always exactly up to date.
+    event's subscriptions change, so a snapshot with a shortcut is exactly up to date when its
+    delivery starts; an unsubscribe during that delivery cuts it short (see
+    :meth:`PubPen.unsubscribe`).
     """
 
     __slots__ = ("callbacks", "event", "kwargs", "subscriptions")
@@ -291,7 +293,8 @@ class PubPen:
         Never calls a callback itself: callbacks run on the loop soon after, in subscription
         order, and everything published earlier is delivered before anything published later,
         whatever the event (FIFO). Callbacks subscribed by then receive the event unless they
-        unsubscribe before it is delivered.
+        unsubscribe before it is delivered (for an event from another thread, "by then" is
+        when the loop takes it in).
 
         One loop callback delivers every event queued when it starts, so events published
         together stay together: ``publish(A)``, ``loop.call_soon(x)``, ``publish(B)`` runs the
@@ -319,7 +322,9 @@ class PubPen:
         :raises RuntimeError: the loop is closed; nothing of this call stays queued.
         """
         if self._running._thread_id == get_ident():
-            # The loop's thread: all the state used here is its own (see __init__).
+            # The loop's thread: all the state used here is its own (see __init__), so no
+            # lock. Only that thread can find its own id here: it wrote it when the loop
+            # started and clears it when the loop stops; no other thread ever writes it.
             snapshot = self._snapshots.get(event)
             if snapshot is None:
                 snapshot = self._snapshot(event)
