@@ -1,7 +1,9 @@
 """Tests of pubmarine.py: one behaviour per test, named after the guarantee it checks.
 
-Each test runs on a fresh event loop (pytest-asyncio, function scope). Nothing sleeps to wait
-for delivery: tests await ``pubpen.drain()`` or a future under an ``asyncio.wait_for`` deadline.
+Each test runs on a fresh event loop: pytest-asyncio's (function scope), or its own where it
+must stop the loop or watch it sleep. Nothing sleeps to wait for delivery: tests await
+``pubpen.drain()`` or a future under an ``asyncio.wait_for`` deadline, or wait on a
+``threading.Event`` with a deadline.
 """
 
 from __future__ import annotations
@@ -1075,6 +1077,8 @@ async def test_republishing_callback_does_not_starve_socket_io(pubpen: PubPen) -
 # --- What the README says of pubmarine 0.4.3 ------------------------------------------------------
 
 # Run against pubmarine 0.4.3 in a subprocess (its module name is ours too); prints what it saw.
+# 0.4.3 has no drain(): publish() schedules each callback with loop.call_soon at once, so one
+# `await asyncio.sleep(0)` lets every callback scheduled so far run before the script resumes.
 OBSERVE_0_4_3 = r"""
 import asyncio, functools, gc, json, sys, warnings
 sys.path.insert(0, sys.argv[1])
@@ -1120,7 +1124,7 @@ async def main():
     pubpen.subscribe("kinds", Slotted().method)
     gc.collect()
     pubpen.publish("kinds")
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)
     seen["ids"] = ids
     seen["called"] = list(calls)
 
@@ -1131,7 +1135,7 @@ async def main():
         warnings.simplefilter("always")
         pubpen.subscribe("async", coroutine)
         pubpen.publish("async")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0)
         gc.collect()
     seen["async body ran"] = bool(ran)
     seen["never awaited"] = any("never awaited" in str(w.message) for w in caught)
@@ -1147,7 +1151,7 @@ async def main():
     for callback in (before, fail, after):
         pubpen.subscribe("raise", callback)
     pubpen.publish("raise")
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)
     seen["raise"] = order
     seen["reported"] = [type(c.get("exception")).__name__ for c in errors]
 
@@ -1157,7 +1161,7 @@ async def main():
     sub_id = pubpen.subscribe("unsubscribed", victim)
     pubpen.publish("unsubscribed")
     pubpen.unsubscribe(sub_id)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)
     seen["unsubscribed but called"] = bool(late)
 
     sequence = []
@@ -1170,7 +1174,7 @@ async def main():
     pubpen.publish("A")
     loop.call_soon(sequence.append, "x")
     pubpen.publish("B")
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)
     seen["order"] = sequence
 
     keep = [functools.partial(print, n) for n in range(200)]
