@@ -437,7 +437,6 @@ class PubPen:
                 snapshot = queue.popleft()
                 args = queue.popleft()
                 callbacks = snapshot.callbacks
-                subscriptions = snapshot.subscriptions
                 if callbacks is not None:
                     # The common case, kept lean: no keywords, every subscription strong and
                     # still active, so no check per call. Should a callback unsubscribe
@@ -450,14 +449,17 @@ class PubPen:
                                 self._start_task(result, snapshot.event, callback)
                         except (SystemExit, KeyboardInterrupt):
                             left = length_hint(rest) if self._rest is rest else self._left
-                            self._requeue(snapshot, subscriptions, left, args)
+                            self._requeue(snapshot, snapshot.subscriptions, left, args)
                             raise
                         except BaseException as exc:  # asyncio.Handle's rule
                             self._report(exc, snapshot.event, callback)
                     if self._rest is rest:
                         continue
                     # Cut short: the rest is checked one by one.
+                    subscriptions = snapshot.subscriptions
                     subscriptions = subscriptions[len(subscriptions) - self._left :]
+                else:
+                    subscriptions = snapshot.subscriptions
                 kwargs = snapshot.kwargs
                 for subscription in (remaining := iter(subscriptions)):
                     if not subscription.active:  # unsubscribed since publish: unsubscribe wins
