@@ -16,27 +16,29 @@ things were published, so a publisher never finds itself re-entered by its own e
     asyncio.run(main())
 
 Code written for pubmarine 0.4.3 runs unchanged. The differences are fixes: plain functions,
-lambdas and :func:`functools.partial` objects are held strongly (0.4.3 dropped them at once),
-``async def`` callbacks are run as tasks, a failing callback no longer stops the others,
-:meth:`PubPen.publish` may be called from any thread, and unsubscribing is O(1).
+lambdas and :func:`functools.partial` objects are held strongly (0.4.3 dropped them as soon as
+nothing else referenced them), ``async def`` callbacks are run as tasks, :meth:`PubPen.publish`
+may be called from any thread, unsubscribing is O(1) and wins over events already published,
+and :meth:`PubPen.drain` waits until the bus is idle.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import functools
 import itertools
+import threading
 import warnings
 import weakref
-from collections.abc import Iterable
+from asyncio import _get_running_loop
+from collections import deque
+from collections.abc import Iterable, Iterator
 from inspect import isawaitable
+from operator import length_hint
+from threading import get_ident
 from types import MethodType
-from typing import TYPE_CHECKING, Any, Callable
-
-if TYPE_CHECKING:
-    # One subscription as delivery sees it: (id, callback or weak reference to it, is_weak).
-    _Entry = tuple[int, Callable[..., Any], bool]
+from typing import Any, Callable
 
 __all__ = ["EventNotFoundError", "PubMarineError", "PubPen"]
 __version__ = "0.5.0"
@@ -51,11 +53,93 @@ class EventNotFoundError(PubMarineError):
     """Raised when an event is not in the :class:`PubPen`'s ``event_list``."""
 
 
+class _Subscription:
+    """One subscription: what to call, and whether it still stands."""
+
+    __slots__ = ("active", "event", "function", "target", "weak")
+
+    def __init__(
+        self,
+        event: str,
+        target: Callable[..., Any],
+        weak: bool,
+        function: Callable[..., Any] | None = None,
+    ) -> None:
+        self.event = event
+        # The callback itself; or (weak) a weak reference to it, or for a bound method to its
+        # object, with the method's function in ``function``. (WeakMethod would do, but
+        # calling it costs four times as much as rebuilding the bound method.)
+        self.target = target
+        self.weak = weak
+        self.function = function
+        self.active = True  # False once unsubscribed: queued events then skip it
+
+
+class _Snapshot:
+    """The subscribers of one event at the time it was published.
+
+    ``subscriptions`` is what delivery needs in general: each one is checked for
+    ``active`` (unsubscribe wins) and weak ones are dereferenced. ``callbacks`` is a shortcut
+    for the common case: the plain callbacks, in order, while every subscription is strong and
+    none has been removed since the snapshot was taken. The PubPen caches the current snapshot
+    of each event and drops the shortcut (sets it to None) of the one it forgets whenever the
+    event's subscriptions change, so a snapshot with a shortcut is exactly up to date when its
+    delivery starts; an unsubscribe during that delivery cuts it short (see
+    :meth:`PubPen.unsubscribe`).
+    """
+
+    __slots__ = ("callbacks", "event", "kwargs", "subscriptions")
+
+    def __init__(
+        self,
+        event: str,
+        subscriptions: tuple[_Subscription, ...],
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.event = event
+        self.subscriptions = subscriptions
+        self.callbacks: tuple[Callable[..., Any], ...] | None = None
+        # A snapshot made for one keyword publish carries its keywords (and no shortcut).
+        self.kwargs = kwargs
+        if kwargs is None and not any(subscription.weak for subscription in subscriptions):
+            self.callbacks = tuple(subscription.target for subscription in subscriptions)
+
+
+class _AskAsyncio:
+    """Which thread runs a loop that does not say so itself (one not based on asyncio's).
+
+    asyncio's own loops keep the id of the thread running them in ``_thread_id`` (``None``
+    when stopped), which :meth:`PubPen.publish` compares with the caller's: 30 ns, where
+    :func:`asyncio.get_running_loop` makes a ``getpid()`` system call on Python 3.11 and
+    older (200 ns). Other loops get this slower stand-in with the same attribute.
+    """
+
+    __slots__ = ("loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    @property
+    def _thread_id(self) -> int | None:
+        return get_ident() if _get_running_loop() is self.loop else None
+
+
 def _forget(pubpen_ref: weakref.ref[PubPen], sub_id: int, _dead: object) -> None:
-    """Weak reference callback: remove the subscription whose callback just went away."""
+    """Weak reference callback: remove the subscription whose callback just went away.
+
+    The last reference to an object may be dropped in any thread, and the subscription tables
+    belong to the loop's thread: from elsewhere the removal is handed to the loop. Until it
+    runs, delivery skips the dead reference.
+    """
     pubpen = pubpen_ref()
-    if pubpen is not None:
+    if pubpen is None:
+        return
+    if pubpen._running._thread_id == get_ident():
         pubpen.unsubscribe(sub_id)
+    else:
+        # A closed loop raises RuntimeError: nothing will be delivered any more anyway.
+        with contextlib.suppress(RuntimeError):
+            pubpen.loop.call_soon_threadsafe(pubpen.unsubscribe, sub_id)
 
 
 class PubPen:
@@ -75,18 +159,36 @@ class PubPen:
             If omitted (or empty, as in 0.4.3), any name may be used.
         """
         self.loop = loop
+        # Tells which thread runs the loop (see _AskAsyncio): publish() checks it each time.
+        self._running: Any = loop
+        if not (isinstance(loop, asyncio.BaseEventLoop) and hasattr(loop, "_thread_id")):
+            self._running = _AskAsyncio(loop)
         self._event_list = frozenset(event_list or ()) or None
-        self._ids = itertools.count(1)
-        self._subscriptions: dict[int, str] = {}  # sub id -> event
-        self._handlers: dict[str, dict[int, _Entry]] = {}  # event -> sub id -> entry
-        self._snapshots: dict[str, tuple[_Entry, ...]] = {}  # cache of _handlers[event]
-        # Published but not yet delivered: (event, subscribers then, args, kwargs).
-        self._queue: collections.deque[
-            tuple[str, tuple[_Entry, ...], tuple[Any, ...], dict[str, Any]]
-        ] = collections.deque()
-        self._scheduled = False  # a _deliver is pending via call_soon (loop thread only)
-        self._tasks: set[asyncio.Future[Any]] = set()
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._ids = itertools.count()
+
+        # State of the loop's thread. Only code running on that thread reads or changes it,
+        # so it needs no lock: one thread cannot race with itself.
+        self._subscriptions: dict[int, _Subscription] = {}
+        self._handlers: dict[str, dict[int, _Subscription]] = {}  # event -> id -> subscription
+        self._snapshots: dict[str, _Snapshot] = {}  # current snapshot of each event published
+        # Published but not yet delivered, two items per event: its snapshot, then its
+        # positional arguments. Not one (snapshot, args) tuple per event: a snapshot is
+        # tracked by the garbage collector, and such tuples, alive until delivered, would
+        # make every collection meanwhile scan them all.
+        self._queue: deque[Any] = deque()
+        self._scheduled = False  # a _deliver is pending via call_soon
+        self._tasks: set[asyncio.Future[Any]] = set()  # asyncio itself keeps tasks only weakly
+        # Each waiting drain(): its future, and its task if the bus started that task.
+        self._drainers: list[tuple[asyncio.Future[None], asyncio.Future[Any] | None]] = []
+        # While _deliver calls a plain tuple of callbacks: its iterator; and how many were
+        # left when unsubscribe() cut it short.
+        self._rest: Iterator[Callable[..., Any]] | None = None
+        self._left = 0
+
+        # State shared with other threads: touched only while holding the lock.
+        self._lock = threading.Lock()
+        self._inbox: list[tuple[str, tuple[Any, ...], dict[str, Any] | None]] = []
+        self._wake_pending = False  # a _take_inbox is pending via call_soon_threadsafe
 
     def _check(self, event: str) -> None:
         if self._event_list is not None and event not in self._event_list:
@@ -99,7 +201,7 @@ class PubPen:
 
         Callbacks of one event are called in the order they subscribed. Subscribing the same
         callback N times means N calls per publish. A subscription sees only events published
-        after it was made.
+        after it was made. Call it on the loop's thread (or before the loop runs).
 
         :param event: name of the event.
         :param callback: any callable; it gets the positional and keyword arguments given to
@@ -110,48 +212,80 @@ class PubPen:
             nothing behind (unless the object cannot be weakly referenced: then strongly),
             while functions, lambdas, :func:`functools.partial` objects and other callables
             are held strongly. ``True`` or ``False`` forces either way.
-        :returns: the subscription id, unique within this PubPen and increasing, for
-            :meth:`unsubscribe`.
+        :returns: the subscription id, unique within this PubPen and increasing from 0 (as in
+            0.4.3), for :meth:`unsubscribe`.
         :raises EventNotFoundError: ``event`` is not in the ``event_list``.
         :raises TypeError: ``weak=True`` and ``callback`` cannot be weakly referenced.
         """
         self._check(event)
         sub_id = next(self._ids)
         target: Callable[..., Any] = callback
+        function = None
         held_weakly = False
         if weak or (weak is None and isinstance(callback, MethodType)):
             forget = functools.partial(_forget, weakref.ref(self), sub_id)
             try:
                 if isinstance(callback, MethodType):
-                    target = weakref.WeakMethod(callback, forget)
+                    target = weakref.ref(callback.__self__, forget)
+                    function = callback.__func__
                 else:
                     target = weakref.ref(callback, forget)
                 held_weakly = True
             except TypeError:  # e.g. the method of an object with __slots__ and no __weakref__
                 if weak:
                     raise
-        self._subscriptions[sub_id] = event
-        self._handlers.setdefault(event, {})[sub_id] = (sub_id, target, held_weakly)
-        self._snapshots.pop(event, None)
+        subscription = _Subscription(event, target, held_weakly, function)
+        self._subscriptions[sub_id] = subscription
+        self._handlers.setdefault(event, {})[sub_id] = subscription
+        self._forget_snapshot(event)
         return sub_id
 
     def unsubscribe(self, sub_id: int) -> None:
         """Remove a subscription, in constant time.
 
         Once this returns, the callback is never called again for it, not even for events
-        published before. An unknown or already removed id is silently ignored.
+        published before. An unknown or already removed id is silently ignored. Call it on
+        the loop's thread.
 
         :param sub_id: an id returned by :meth:`subscribe`.
         """
-        try:
-            event = self._subscriptions.pop(sub_id)
-        except KeyError:
+        subscription = self._subscriptions.pop(sub_id, None)
+        if subscription is None:
             return
+        subscription.active = False
+        rest = self._rest
+        if rest is not None:
+            left = length_hint(rest)
+            if left:
+                # A callback of a delivery from a plain tuple of callbacks is unsubscribing:
+                # the callbacks left in that tuple may include this one. Empty the loop's
+                # iterator and tell _deliver how many were left: it checks them one by one.
+                deque(rest, maxlen=0)
+                self._rest = None
+                self._left = left
+        event = subscription.event
         handlers = self._handlers[event]
         del handlers[sub_id]
         if not handlers:
             del self._handlers[event]
-        self._snapshots.pop(event, None)
+        self._forget_snapshot(event)
+
+    def _forget_snapshot(self, event: str) -> None:
+        # Events still queued with it may meet a removed subscription: they must check.
+        snapshot = self._snapshots.pop(event, None)
+        if snapshot is not None:
+            snapshot.callbacks = None
+
+    def _snapshot(self, event: str) -> _Snapshot | None:
+        """The current snapshot of ``event`` (loop's thread), or None if nobody listens."""
+        snapshot = self._snapshots.get(event)
+        if snapshot is None:
+            self._check(event)
+            handlers = self._handlers.get(event)
+            if not handlers:
+                return None  # not cached: event names without subscribers may be unbounded
+            snapshot = self._snapshots[event] = _Snapshot(event, tuple(handlers.values()))
+        return snapshot
 
     def publish(self, event: str, *args: Any, **kwargs: Any) -> None:
         """Publish ``event``: each of its subscribers will be called with ``*args, **kwargs``.
@@ -159,49 +293,68 @@ class PubPen:
         Never calls a callback itself: callbacks run on the loop soon after, in subscription
         order, and everything published earlier is delivered before anything published later,
         whatever the event (FIFO). Callbacks subscribed by then receive the event unless they
-        unsubscribe before it is delivered. An exception from a callback (or from its task)
-        does not stop the others: it goes to ``loop.call_exception_handler``.
+        unsubscribe before it is delivered (for an event from another thread, "by then" is
+        when the loop takes it in).
 
-        Safe to call from any thread: off the loop's thread the event is handed over
-        thread-safely and the loop is woken at once; callbacks still run on the loop's thread,
-        and the events of one thread keep their order.
+        One loop callback delivers every event queued when it starts, so events published
+        together stay together: ``publish(A)``, ``loop.call_soon(x)``, ``publish(B)`` runs the
+        callbacks of A, then of B, then ``x`` (0.4.3, with one loop callback per subscriber,
+        ran A, x, B). Events that callbacks publish wait for the next loop callback, behind
+        whatever the loop has ready by then, so a callback that keeps publishing cannot starve
+        I/O.
+
+        Errors follow asyncio's rule for loop callbacks: :class:`SystemExit` and
+        :class:`KeyboardInterrupt` propagate (what was not delivered yet stays queued and is
+        delivered if the loop runs again); any other exception from a callback or its task,
+        :class:`asyncio.CancelledError` from a plain callback included, goes to
+        ``loop.call_exception_handler`` with the event's name, and the other callbacks still
+        run.
+
+        Safe to call from any thread. From another thread the event is handed over under a
+        lock and the loop is woken at once; the callbacks still run on the loop's thread, the
+        events of one thread keep their order, and they are delivered before any callback
+        that thread schedules on the loop afterwards.
 
         :param event: name of the event.
         :param args: positional arguments for the callbacks.
         :param kwargs: keyword arguments for the callbacks.
         :raises EventNotFoundError: ``event`` is not in the ``event_list``.
+        :raises RuntimeError: the loop is closed; nothing of this call stays queued.
         """
-        try:
-            on_loop = asyncio.get_running_loop() is self.loop
-        except RuntimeError:  # no loop running in this thread
-            on_loop = False
-        entries = self._snapshots.get(event)
-        if entries is None:
-            self._check(event)
-            handlers = self._handlers.get(event)
-            if not handlers:
-                return
-            # tuple() copies a dict in one C call, so another thread cannot catch it half-made.
-            entries = tuple(handlers.values())
-            if on_loop:
-                # Only the loop's thread fills the cache: a thread could otherwise store a copy
-                # taken before a subscribe() that has since emptied the cache.
-                self._snapshots[event] = entries
-        self._queue.append((event, entries, args, kwargs))
-        if on_loop:
+        if self._running._thread_id == get_ident():
+            # The loop's thread: all the state used here is its own (see __init__), so no
+            # lock. Only that thread can find its own id here: it wrote it when the loop
+            # started and clears it when the loop stops; no other thread ever writes it.
+            snapshot = self._snapshots.get(event)
+            if snapshot is None:
+                snapshot = self._snapshot(event)
+                if snapshot is None:
+                    return
+            if kwargs:
+                snapshot = _Snapshot(event, snapshot.subscriptions, kwargs)
             if not self._scheduled:
+                self.loop.call_soon(self._deliver)  # first: if it raised, nothing is queued
                 self._scheduled = True
-                self.loop.call_soon(self._deliver)
+            queue = self._queue
+            queue.append(snapshot)
+            queue.append(args)
         else:
-            # The flag is read and written by the loop's thread only. Another thread must not
-            # rely on it: seeing it set, it cannot know whether the pending _deliver has
-            # already counted its batch, and plain call_soon would not wake a loop asleep in
-            # select(). So each foreign publish appends first, then schedules its own wake-up.
-            # deque.append is atomic, only _deliver pops, and that wake-up runs after the
-            # append, so the item is delivered by it at the latest, behind everything queued
-            # before it (one thread's events keep their order). A wake-up that finds the item
-            # already delivered by an earlier _deliver simply does nothing.
-            self.loop.call_soon_threadsafe(self._deliver)
+            self._publish_from_elsewhere(event, args, kwargs or None)
+
+    def _publish_from_elsewhere(
+        self, event: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    ) -> None:
+        """Hand an event over to the loop's thread (any thread, or no loop running)."""
+        self._check(event)  # the event list never changes: reading it needs no lock
+        with self._lock:
+            if self.loop.is_closed():  # a wake-up may be pending that will never run
+                raise RuntimeError("Event loop is closed")
+            if not self._wake_pending:
+                # call_soon_threadsafe also wakes a loop asleep in select(). It comes before
+                # the append: if it raises, nothing of this call stays behind.
+                self.loop.call_soon_threadsafe(self._take_inbox)
+                self._wake_pending = True
+            self._inbox.append((event, args, kwargs))
 
     def emit(self, event: str, *args: Any, **kwargs: Any) -> None:
         """Deprecated alias of :meth:`publish`; issues a :class:`DeprecationWarning`.
@@ -223,16 +376,53 @@ class PubPen:
         Returns once everything published so far has been delivered and every task started
         for it has finished, including whatever those callbacks and tasks published in turn.
         Must be awaited on the PubPen's loop.
+
+        Awaited inside a task that the bus started (an ``async def`` callback), it waits for
+        everything except that task itself, and except other such tasks that are waiting in
+        ``drain()`` too: all of these resume together once the rest of the bus is idle. (A
+        task cannot wait for its own end.)
         """
-        while True:
-            if self._queue:
-                waiter = self.loop.create_future()
-                self._drain_waiters.append(waiter)
-                await waiter
-            elif self._tasks:
-                await asyncio.wait(tuple(self._tasks))
+        task = asyncio.current_task()
+        own_task = task if task is not None and task in self._tasks else None
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._drainers.append((waiter, own_task))
+        self._settle()
+        await waiter
+
+    def _settle(self) -> None:
+        """Release the drain() calls that the bus's state now satisfies (loop's thread)."""
+        if self._queue:
+            return  # a _deliver is pending and will settle again
+        with self._lock:
+            if self._inbox:
+                return  # a _take_inbox is pending and will settle again
+        waiting = [(waiter, task) for waiter, task in self._drainers if not waiter.done()]
+        in_drain = {task for _, task in waiting if task is not None}
+        outside_idle = not self._tasks  # for a drain() from outside the bus's tasks
+        inside_idle = self._tasks <= in_drain  # for one from inside: those tasks are waiting
+        self._drainers = []
+        for waiter, task in waiting:
+            if outside_idle if task is None else inside_idle:
+                waiter.set_result(None)
             else:
-                return
+                self._drainers.append((waiter, task))
+
+    def _take_inbox(self) -> None:
+        """Queue and deliver what other threads published (runs on the loop's thread)."""
+        with self._lock:
+            inbox, self._inbox = self._inbox, []
+            self._wake_pending = False
+        queue = self._queue
+        for event, args, kwargs in inbox:
+            snapshot = self._snapshot(event)
+            if snapshot is not None:
+                if kwargs:
+                    snapshot = _Snapshot(event, snapshot.subscriptions, kwargs)
+                queue.append(snapshot)
+                queue.append(args)
+        # Delivering now, rather than behind whatever is ready on the loop, keeps the promise
+        # that a thread's events come before the callbacks it schedules afterwards.
+        self._deliver()
 
     def _deliver(self) -> None:
         """Deliver the events queued when this call started (runs on the loop's thread).
@@ -242,40 +432,81 @@ class PubPen:
         """
         self._scheduled = False
         queue = self._queue
-        live = self._subscriptions
         try:
-            for _ in range(len(queue)):
-                event, entries, args, kwargs = queue.popleft()
-                for sub_id, target, weak in entries:
-                    if sub_id not in live:  # unsubscribed since publish: unsubscribe wins
+            for _ in range(len(queue) // 2):
+                snapshot = queue.popleft()
+                args = queue.popleft()
+                callbacks = snapshot.callbacks
+                if callbacks is not None:
+                    # The common case, kept lean: no keywords, every subscription strong and
+                    # still active, so no check per call. Should a callback unsubscribe
+                    # anything, unsubscribe() cuts this loop short (see there).
+                    rest = self._rest = iter(callbacks)
+                    for callback in rest:
+                        try:
+                            result = callback(*args)
+                            if result is not None and isawaitable(result):
+                                self._start_task(result, snapshot.event, callback)
+                        except (SystemExit, KeyboardInterrupt):
+                            left = length_hint(rest) if self._rest is rest else self._left
+                            self._requeue(snapshot, snapshot.subscriptions, left, args)
+                            raise
+                        except BaseException as exc:  # asyncio.Handle's rule
+                            self._report(exc, snapshot.event, callback)
+                    if self._rest is rest:
                         continue
-                    if weak:
-                        callback = target()
-                        if callback is None:
+                    # Cut short: the rest is checked one by one.
+                    subscriptions = snapshot.subscriptions
+                    subscriptions = subscriptions[len(subscriptions) - self._left :]
+                else:
+                    subscriptions = snapshot.subscriptions
+                kwargs = snapshot.kwargs
+                for subscription in (remaining := iter(subscriptions)):
+                    if not subscription.active:  # unsubscribed since publish: unsubscribe wins
+                        continue
+                    callback = subscription.target
+                    if subscription.weak:
+                        callback = callback()
+                        if callback is None:  # died; its removal is on its way
                             continue
-                    else:
-                        callback = target
+                        if subscription.function is not None:
+                            callback = MethodType(subscription.function, callback)
                     try:
-                        # Calling without ** when there are no keywords is measurably faster.
                         result = callback(*args, **kwargs) if kwargs else callback(*args)
                         if result is not None and isawaitable(result):
-                            self._start_task(result, event, callback)
-                    except Exception as exc:
-                        self._report(exc, event, callback)
+                            self._start_task(result, snapshot.event, callback)
+                    except (SystemExit, KeyboardInterrupt):
+                        left = len(tuple(remaining))
+                        self._requeue(snapshot, subscriptions, left, args)
+                        raise
+                    except BaseException as exc:
+                        self._report(exc, snapshot.event, callback)
         finally:
+            self._rest = None
             if queue:
                 if not self._scheduled:
-                    self._scheduled = True
                     self.loop.call_soon(self._deliver)
-            elif self._drain_waiters:
-                waiters, self._drain_waiters = self._drain_waiters, []
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
+                    self._scheduled = True
+            elif self._drainers:
+                self._settle()
+
+    def _requeue(
+        self,
+        snapshot: _Snapshot,
+        subscriptions: tuple[_Subscription, ...],
+        left: int,
+        args: tuple[Any, ...],
+    ) -> None:
+        """Put the ``left`` last ``subscriptions`` of an interrupted event back at the front."""
+        if left:
+            rest = _Snapshot(snapshot.event, subscriptions[len(subscriptions) - left :])
+            rest.callbacks = None  # it is not the cached snapshot: check every subscription
+            rest.kwargs = snapshot.kwargs
+            self._queue.extendleft((args, rest))
 
     def _start_task(self, awaitable: Any, event: str, callback: Callable[..., Any]) -> None:
         task = asyncio.ensure_future(awaitable, loop=self.loop)
-        self._tasks.add(task)  # asyncio itself keeps tasks only weakly
+        self._tasks.add(task)
         task.add_done_callback(functools.partial(self._task_done, event, callback))
 
     def _task_done(
@@ -286,6 +517,8 @@ class PubPen:
             exc = task.exception()
             if exc is not None:
                 self._report(exc, event, callback, task)
+        if self._drainers:
+            self._settle()
 
     def _report(
         self,

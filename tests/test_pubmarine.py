@@ -1,7 +1,9 @@
 """Tests of pubmarine.py: one behaviour per test, named after the guarantee it checks.
 
-Each test runs on a fresh event loop (pytest-asyncio, function scope). Nothing sleeps to wait
-for delivery: tests await ``pubpen.drain()`` or a future under an ``asyncio.wait_for`` deadline.
+Each test runs on a fresh event loop: pytest-asyncio's (function scope), or its own where it
+must stop the loop or watch it sleep. Nothing sleeps to wait for delivery: tests await
+``pubpen.drain()`` or a future under an ``asyncio.wait_for`` deadline, or wait on a
+``threading.Event`` with a deadline.
 """
 
 from __future__ import annotations
@@ -9,9 +11,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import json
+import os
+import selectors
+import subprocess
+import sys
 import threading
-import time
 import weakref
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +28,7 @@ import pubmarine
 from pubmarine import EventNotFoundError, PubMarineError, PubPen
 
 DEADLINE = 10.0  # seconds; only reached when something is broken
+WAKE_DEADLINE = DEADLINE / 2  # a woken loop delivers in well under a millisecond
 
 
 @pytest_asyncio.fixture
@@ -70,8 +78,16 @@ class Recorder:
 # --- API -----------------------------------------------------------------------------------
 
 
+def test_version_is_a_release_after_0_4_3_in_both_forms() -> None:
+    # 0.4.3 code may read either attribute (0.4.3 has both): they must agree, and say that
+    # this is the API of 0.4.3 or later.
+    assert pubmarine.__version_info__ == tuple(pubmarine.__version__.split("."))
+    assert all(part.isdigit() for part in pubmarine.__version_info__)
+    assert tuple(map(int, pubmarine.__version_info__)) > (0, 4, 3)
+
+
 def test_api_names_and_error_hierarchy() -> None:
-    assert isinstance(pubmarine.__version__, str)
+    assert set(pubmarine.__all__) == {"PubPen", "PubMarineError", "EventNotFoundError"}
     assert issubclass(PubMarineError, Exception)
     assert issubclass(EventNotFoundError, PubMarineError)
 
@@ -81,6 +97,11 @@ async def test_loop_is_a_public_attribute() -> None:
     loop = asyncio.get_running_loop()
     assert PubPen(loop).loop is loop
     assert PubPen(loop=loop, event_list=None).loop is loop
+
+
+@pytest.mark.asyncio
+async def test_subscription_ids_count_from_zero_as_in_0_4_3(pubpen: PubPen) -> None:
+    assert [pubpen.subscribe("a", print) for _ in range(3)] == [0, 1, 2]
 
 
 @pytest.mark.asyncio
@@ -217,6 +238,58 @@ async def test_subscription_made_after_publish_misses_that_event(pubpen: PubPen)
     await drained(pubpen)
     assert early == [1, 2]
     assert late == [2]
+
+
+@pytest.mark.asyncio
+async def test_one_batch_runs_before_loop_callbacks_scheduled_between_its_publishes(
+    pubpen: PubPen,
+) -> None:
+    # Documented: one loop callback delivers the batch, so A, B, then x (0.4.3: A, x, B).
+    loop = asyncio.get_running_loop()
+    calls: list[str] = []
+    x_ran = loop.create_future()
+    pubpen.subscribe("a", lambda: calls.append("A"))
+    pubpen.subscribe("b", lambda: calls.append("B"))
+    pubpen.publish("a")
+
+    def x() -> None:
+        calls.append("x")
+        x_ran.set_result(None)
+
+    loop.call_soon(x)
+    pubpen.publish("b")
+    await asyncio.wait_for(x_ran, DEADLINE)
+    await drained(pubpen)
+    assert calls == ["A", "B", "x"]
+
+
+@pytest.mark.asyncio
+async def test_subscription_made_by_a_callback_misses_events_already_published(
+    pubpen: PubPen,
+) -> None:
+    calls: list[tuple[str, int]] = []
+
+    def first(n: int) -> None:
+        calls.append(("first", n))
+        if n == 1:
+            pubpen.subscribe("e", lambda n: calls.append(("new", n)))
+
+    pubpen.subscribe("e", first)
+    pubpen.subscribe("e", lambda n: calls.append(("second", n)))
+    pubpen.publish("e", 1)
+    pubpen.publish("e", 2)
+    await drained(pubpen)
+    pubpen.publish("e", 3)
+    await drained(pubpen)
+    assert calls == [
+        ("first", 1),
+        ("second", 1),
+        ("first", 2),
+        ("second", 2),
+        ("first", 3),
+        ("second", 3),
+        ("new", 3),
+    ]
 
 
 # --- 2. N subscriptions, N calls ---------------------------------------------------------------
@@ -422,6 +495,54 @@ async def test_unsubscribe_by_an_earlier_callback_wins_within_one_delivery(
 
 
 @pytest.mark.asyncio
+async def test_callbacks_that_unsubscribe_themselves_are_each_called_once(pubpen: PubPen) -> None:
+    calls: list[tuple[int, int]] = []
+    ids: list[int] = []
+
+    def make_once(k: int) -> Any:
+        def once(n: int) -> None:
+            calls.append((k, n))
+            pubpen.unsubscribe(ids[k])
+
+        return once
+
+    ids.extend(pubpen.subscribe("e", make_once(k)) for k in range(5))
+    pubpen.publish("e", 1)
+    pubpen.publish("e", 2)
+    await drained(pubpen)
+    assert calls == [(k, 1) for k in range(5)]
+    assert is_empty(pubpen)
+
+
+@pytest.mark.asyncio
+async def test_unsubscribing_from_another_event_during_a_delivery_spares_the_rest(
+    pubpen: PubPen,
+) -> None:
+    calls: list[str] = []
+    other = pubpen.subscribe("other", print)
+    pubpen.subscribe("e", lambda: pubpen.unsubscribe(other))
+    pubpen.subscribe("e", lambda: calls.append("second"))
+    pubpen.subscribe("e", lambda: calls.append("third"))
+    pubpen.publish("e")
+    pubpen.publish("e")
+    await drained(pubpen)
+    assert calls == ["second", "third", "second", "third"]
+
+
+@pytest.mark.asyncio
+async def test_unsubscribe_wins_over_a_keyword_publish_already_queued(pubpen: PubPen) -> None:
+    calls: list[dict[str, int]] = []
+    kept: list[dict[str, int]] = []
+    sub_id = pubpen.subscribe("e", lambda **kwargs: calls.append(kwargs))
+    pubpen.subscribe("e", lambda **kwargs: kept.append(kwargs))
+    pubpen.publish("e", n=1)
+    pubpen.unsubscribe(sub_id)
+    await drained(pubpen)
+    assert calls == []
+    assert kept == [{"n": 1}]
+
+
+@pytest.mark.asyncio
 async def test_removing_many_subscriptions_in_reverse_is_fast(pubpen: PubPen) -> None:
     # 0.4.3 scanned the event's subscriptions on each unsubscribe: quadratic, minutes here.
     loop = asyncio.get_running_loop()
@@ -500,6 +621,56 @@ async def test_drain_returns_at_once_when_idle(pubpen: PubPen) -> None:
     await drained(pubpen)
 
 
+@pytest.mark.asyncio
+async def test_drain_inside_a_callback_task_waits_for_the_rest_but_not_for_itself(
+    pubpen: PubPen,
+) -> None:
+    # pubmarine.py 0.5.0 waited for the very task that awaited drain(): it hung for ever.
+    calls: list[str] = []
+
+    async def work(n: int) -> None:
+        await asyncio.sleep(0)  # a task that needs more than one step
+        calls.append(f"work {n}")
+
+    async def publish_and_wait() -> None:
+        pubpen.publish("work", 1)
+        pubpen.publish("work", 2)
+        await pubpen.drain()
+        calls.append("drained")
+
+    pubpen.subscribe("work", work)
+    pubpen.subscribe("wait", publish_and_wait)
+    pubpen.publish("wait")
+    await drained(pubpen)
+    assert calls == ["work 1", "work 2", "drained"]
+    assert not pubpen._tasks
+
+
+@pytest.mark.asyncio
+async def test_callback_tasks_draining_at_the_same_time_resume_together(pubpen: PubPen) -> None:
+    # Each waits for the other's work, not for the other itself (which waits too); a
+    # drain() from outside returns only once both have finished.
+    calls: list[str] = []
+
+    async def work(name: str) -> None:
+        await asyncio.sleep(0)
+        calls.append(f"work {name}")
+
+    async def publish_and_wait(name: str) -> None:
+        pubpen.publish("work", name)
+        await pubpen.drain()
+        calls.append(f"{name} resumed")
+
+    pubpen.subscribe("work", work)
+    pubpen.subscribe("wait", publish_and_wait)
+    pubpen.publish("wait", "a")
+    pubpen.publish("wait", "b")
+    await drained(pubpen)
+    assert sorted(calls[:2]) == ["work a", "work b"]
+    assert sorted(calls[2:]) == ["a resumed", "b resumed"]
+    assert not pubpen._tasks
+
+
 # --- 6. Isolation --------------------------------------------------------------------------------
 
 
@@ -559,6 +730,74 @@ async def test_cancelled_task_is_not_reported(pubpen: PubPen) -> None:
     assert not pubpen._tasks
 
 
+@pytest.mark.asyncio
+async def test_cancelled_error_from_a_plain_callback_is_reported_and_the_others_run(
+    pubpen: PubPen,
+) -> None:
+    # asyncio's rule for loop callbacks: anything but SystemExit and KeyboardInterrupt is
+    # reported, CancelledError included (pubmarine.py 0.5.0 dropped the rest of the event).
+    loop = asyncio.get_running_loop()
+    errors = capture_errors(loop)
+    calls: list[str] = []
+    cancelled: asyncio.Future[None] = loop.create_future()
+    cancelled.cancel()
+
+    pubpen.subscribe("e", lambda: calls.append("before"))
+    pubpen.subscribe("e", cancelled.result)  # raises CancelledError
+    pubpen.subscribe("e", lambda: calls.append("after"))
+    pubpen.subscribe("later", lambda: calls.append("later"))
+    pubpen.publish("e")
+    pubpen.publish("later")
+    await drained(pubpen)
+    assert calls == ["before", "after", "later"]
+    assert len(errors) == 1
+    assert isinstance(errors[0]["exception"], asyncio.CancelledError)
+    assert errors[0]["event"] == "e"
+    assert "'e'" in errors[0]["message"]
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
+@pytest.mark.parametrize("held", ["strongly", "weakly"])
+def test_system_exit_and_keyboard_interrupt_propagate_and_the_rest_waits(
+    exc_type: type[BaseException], held: str
+) -> None:
+    # As from any loop callback, they stop the loop; what was not delivered yet is not lost:
+    # it is delivered, in order, once the loop runs again.
+    loop = asyncio.new_event_loop()
+    try:
+        errors = capture_errors(loop)
+        pubpen = PubPen(loop)
+        calls: list[Any] = []
+        recorder = Recorder(calls)
+
+        def stop(n: int) -> None:
+            calls.append(f"stop {n}")
+            if n == 1:
+                raise exc_type
+
+        pubpen.subscribe("e", lambda n: calls.append(f"before {n}"))
+        pubpen.subscribe("e", stop)
+        if held == "weakly":
+            pubpen.subscribe("e", recorder.method)
+        else:
+            pubpen.subscribe("e", recorder.method, weak=False)
+        pubpen.subscribe("later", lambda n: calls.append(f"later {n}"))
+
+        def publish() -> None:
+            pubpen.publish("e", 1)
+            pubpen.publish("later", 2)
+
+        loop.call_soon(publish)
+        with pytest.raises(exc_type):
+            loop.run_forever()
+        assert calls == ["before 1", "stop 1"]
+        loop.run_until_complete(asyncio.wait_for(pubpen.drain(), DEADLINE))
+        assert calls == ["before 1", "stop 1", 1, "later 2"]
+        assert errors == []
+    finally:
+        loop.close()
+
+
 # --- 7. Threads and the loop ----------------------------------------------------------------------
 
 
@@ -586,25 +825,49 @@ async def test_publish_from_a_thread_runs_callbacks_on_the_loop_thread_in_order(
     assert [n for _, n in seen] == list(range(count))
 
 
-@pytest.mark.asyncio
-async def test_publish_from_a_thread_wakes_an_idle_loop_at_once(pubpen: PubPen) -> None:
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[float] = loop.create_future()
-    published_at: list[float] = []
-    pubpen.subscribe("e", lambda: done.set_result(time.monotonic()))
+class SleepWatchingSelector(selectors.DefaultSelector):
+    """A selector that says when the loop blocks in select() with no timeout at all."""
 
-    def publisher() -> None:
-        # The pause is not synchronisation: it lets the loop fall asleep in select(), with
-        # nothing due before the deadline, so only a real wake-up can deliver in time.
-        time.sleep(0.2)
-        published_at.append(time.monotonic())
-        pubpen.publish("e")
+    def __init__(self) -> None:
+        super().__init__()
+        self.asleep = threading.Event()
 
-    thread = threading.Thread(target=publisher)
-    thread.start()
-    delivered_at = await asyncio.wait_for(done, DEADLINE)
-    await loop.run_in_executor(None, thread.join)
-    assert delivered_at - published_at[0] < DEADLINE / 4
+    def select(self, timeout: float | None = None) -> Any:
+        if timeout is None:  # nothing ready, no timer: only I/O can wake the loop now
+            self.asleep.set()
+        return super().select(timeout)
+
+
+def test_publish_from_a_thread_wakes_an_idle_loop_at_once() -> None:
+    # The thread publishes while the loop is blocked in select() with no timer at all: with
+    # no wake-up (the self-pipe write of call_soon_threadsafe) nothing would be delivered,
+    # ever. WAKE_DEADLINE is generous for a loop that is woken.
+    selector = SleepWatchingSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+    try:
+        pubpen = PubPen(loop)
+        delivered = threading.Event()
+        pubpen.subscribe("e", delivered.set)
+        outcome: list[str] = []
+
+        def publisher() -> None:
+            try:
+                if not selector.asleep.wait(DEADLINE):
+                    outcome.append("the loop never went to sleep")
+                    return
+                pubpen.publish("e")
+                woken = delivered.wait(WAKE_DEADLINE)
+                outcome.append("delivered" if woken else "not delivered: the loop slept on")
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+
+        thread = threading.Thread(target=publisher)
+        thread.start()
+        loop.run_forever()
+        thread.join()
+    finally:
+        loop.close()
+    assert outcome == ["delivered"]
 
 
 @pytest.mark.asyncio
@@ -635,6 +898,110 @@ async def test_threads_and_loop_publishing_together_lose_nothing(pubpen: PubPen)
         await loop.run_in_executor(None, worker.join)
     assert all(ns == list(range(count)) for ns in seen.values())
     assert len(seen) == threads + 1
+
+
+@pytest.mark.asyncio
+async def test_stress_threads_publishing_while_the_loop_thread_subscribes_and_unsubscribes(
+    pubpen: PubPen,
+) -> None:
+    # 200,000 events from 4 threads; meanwhile the loop's thread keeps changing the event's
+    # subscriptions. None may be lost, and each thread's events keep their order.
+    loop = asyncio.get_running_loop()
+    threads, count = 4, 50_000
+    seen: dict[str, list[int]] = {f"t{i}": [] for i in range(threads)}
+    total = threads * count
+    received = 0
+    done = loop.create_future()
+
+    def callback(source: str, n: int) -> None:
+        nonlocal received
+        seen[source].append(n)
+        received += 1
+        if received == total:
+            done.set_result(None)
+
+    pubpen.subscribe("e", callback)
+    workers = [
+        threading.Thread(target=publish_many, args=(pubpen, count, f"t{i}")) for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    churn = 0
+    started = loop.time()
+    while not done.done() and loop.time() - started < DEADLINE:
+        extra = pubpen.subscribe("e", lambda source, n: None)
+        other = pubpen.subscribe("other", print)
+        await asyncio.sleep(0)
+        pubpen.unsubscribe(extra)
+        pubpen.unsubscribe(other)
+        churn += 1
+    await asyncio.wait_for(done, DEADLINE)
+    for worker in workers:
+        await loop.run_in_executor(None, worker.join)
+    assert all(ns == list(range(count)) for ns in seen.values())
+    assert churn > 1
+    assert not pubpen._handlers.get("other")
+
+
+@pytest.mark.asyncio
+async def test_events_from_a_thread_come_before_what_it_schedules_next(pubpen: PubPen) -> None:
+    loop = asyncio.get_running_loop()
+    order: list[tuple[str, int]] = []
+    done = loop.create_future()
+    count = 200
+    pubpen.subscribe("e", lambda n: order.append(("event", n)))
+
+    def publisher() -> None:
+        for n in range(count):
+            pubpen.publish("e", n)
+            loop.call_soon_threadsafe(order.append, ("scheduled", n))
+        loop.call_soon_threadsafe(done.set_result, None)
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    await asyncio.wait_for(done, DEADLINE)
+    await loop.run_in_executor(None, thread.join)
+    assert sorted(order) == sorted(
+        (kind, n) for n in range(count) for kind in ("event", "scheduled")
+    )
+    assert [n for kind, n in order if kind == "event"] == list(range(count))
+    assert all(order.index(("event", n)) < order.index(("scheduled", n)) for n in range(count))
+
+
+@pytest.mark.asyncio
+async def test_object_dying_in_another_thread_is_unsubscribed_and_never_called(
+    pubpen: PubPen,
+) -> None:
+    # The weak reference's callback runs in the thread that drops the last reference; the
+    # subscription tables belong to the loop's thread, which does the removal.
+    loop = asyncio.get_running_loop()
+    calls: list[int] = []
+    holder = [Recorder(calls)]
+    pubpen.subscribe("e", holder[0].method)
+    pubpen.publish("e", 1)
+    await loop.run_in_executor(None, holder.clear)
+    pubpen.publish("e", 2)
+    await drained(pubpen)
+    assert calls == []
+    await drained(pubpen)
+    assert is_empty(pubpen)
+
+
+@pytest.mark.parametrize("wake_up_pending", [False, True])
+def test_publish_to_a_closed_loop_raises_and_keeps_nothing(wake_up_pending: bool) -> None:
+    loop = asyncio.new_event_loop()
+    pubpen = PubPen(loop)
+    pubpen.subscribe("e", print)
+    if wake_up_pending:
+        pubpen.publish("e", "accepted before the loop closed")
+    loop.close()
+    argument = Recorder([])
+    alive = weakref.ref(argument)
+    with pytest.raises(RuntimeError, match="closed"):
+        pubpen.publish("e", argument)
+    del argument
+    gc.collect()
+    assert alive() is None, "the failed publish() left its event queued"
 
 
 def test_publish_before_the_loop_runs_is_delivered_once_it_runs() -> None:
@@ -705,3 +1072,183 @@ async def test_republishing_callback_does_not_starve_socket_io(pubpen: PubPen) -
         loop.remove_reader(right.fileno())
         left.close()
         right.close()
+
+
+# --- What the README says of pubmarine 0.4.3 ------------------------------------------------------
+
+# Run against pubmarine 0.4.3 in a subprocess (its module name is ours too); prints what it saw.
+# 0.4.3 has no drain(): publish() schedules each callback with loop.call_soon at once, so one
+# `await asyncio.sleep(0)` lets every callback scheduled so far run before the script resumes.
+OBSERVE_0_4_3 = r"""
+import asyncio, functools, gc, json, sys, warnings
+sys.path.insert(0, sys.argv[1])
+import pubmarine
+assert pubmarine.__version__ == "0.4.3", pubmarine.__file__
+seen = {}
+calls = []
+
+def module_function():
+    calls.append("module function")
+
+class Recorder:
+    def method(self):
+        calls.append("method")
+
+class Slotted:
+    __slots__ = ()
+    def method(self):
+        calls.append("slotted method")
+
+class CountingDict(dict):
+    steps = 0
+    def __iter__(self):
+        for key in dict.__iter__(self):
+            CountingDict.steps += 1
+            yield key
+
+async def main():
+    loop = asyncio.get_running_loop()
+    errors = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    pubpen = pubmarine.PubPen(loop)
+    def factory():
+        def nested():
+            calls.append("nested function")
+        return nested
+    ids = [pubpen.subscribe("kinds", lambda: calls.append("lambda"))]
+    ids.append(pubpen.subscribe("kinds", functools.partial(calls.append, "partial")))
+    pubpen.subscribe("kinds", factory())
+    pubpen.subscribe("kinds", module_function)
+    recorder = Recorder()
+    pubpen.subscribe("kinds", recorder.method)
+    pubpen.subscribe("kinds", Slotted().method)
+    gc.collect()
+    pubpen.publish("kinds")
+    await asyncio.sleep(0)
+    seen["ids"] = ids
+    seen["called"] = list(calls)
+
+    ran = []
+    async def coroutine():
+        ran.append(True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pubpen.subscribe("async", coroutine)
+        pubpen.publish("async")
+        await asyncio.sleep(0)
+        gc.collect()
+    seen["async body ran"] = bool(ran)
+    seen["never awaited"] = any("never awaited" in str(w.message) for w in caught)
+
+    # From here on, callbacks are kept referenced by local names: 0.4.3 holds them weakly.
+    order = []
+    def before():
+        order.append("before")
+    def fail():
+        raise ValueError("boom")
+    def after():
+        order.append("after")
+    for callback in (before, fail, after):
+        pubpen.subscribe("raise", callback)
+    pubpen.publish("raise")
+    await asyncio.sleep(0)
+    seen["raise"] = order
+    seen["reported"] = [type(c.get("exception")).__name__ for c in errors]
+
+    late = []
+    def victim():
+        late.append(True)
+    sub_id = pubpen.subscribe("unsubscribed", victim)
+    pubpen.publish("unsubscribed")
+    pubpen.unsubscribe(sub_id)
+    await asyncio.sleep(0)
+    seen["unsubscribed but called"] = bool(late)
+
+    sequence = []
+    def a():
+        sequence.append("A")
+    def b():
+        sequence.append("B")
+    pubpen.subscribe("A", a)
+    pubpen.subscribe("B", b)
+    pubpen.publish("A")
+    loop.call_soon(sequence.append, "x")
+    pubpen.publish("B")
+    await asyncio.sleep(0)
+    seen["order"] = sequence
+
+    keep = [functools.partial(print, n) for n in range(200)]
+    removed = [pubpen.subscribe("many", callback) for callback in keep]
+    pubpen._event_handlers["many"] = CountingDict(pubpen._event_handlers["many"])
+    for sub_id in reversed(removed):
+        pubpen.unsubscribe(sub_id)
+    seen["unsubscribe steps"] = CountingDict.steps
+
+asyncio.run(main())
+print(json.dumps(seen))
+"""
+
+# What the README says of 0.4.3 (whitespace aside), and what 0.4.3 must then do.
+CLAIMS_ABOUT_0_4_3: list[tuple[str, str, Any]] = [
+    ("returns an id: from 0 (as in 0.4.3)", "ids", [0, 1]),
+    (
+        "0.4.3 holds every callback through a weak reference, so it silently never calls one "
+        "that nothing else references: lambdas, `functools.partial` objects, functions made "
+        "by a factory, methods of objects with `__slots__`. It calls module-level functions "
+        "and methods of live objects.",
+        "called",
+        ["module function", "method"],
+    ),
+    ("0.4.3 never runs an `async def` callback", "async body ran", False),
+    (
+        'the coroutine is made and dropped ("coroutine ... was never awaited")',
+        "never awaited",
+        True,
+    ),
+    (
+        "0.4.3 still calls a callback unsubscribed after the event was published",
+        "unsubscribed but called",
+        True,
+    ),
+    (
+        "its `unsubscribe()` scans the event's subscriptions (quadratic to remove them all)",
+        "unsubscribe steps",
+        sum(range(1, 201)),  # removing 200 from the end scans 200, then 199, ...
+    ),
+    ("(0.4.3, with one loop callback per subscriber: A, x, B)", "order", ["A", "x", "B"]),
+    (
+        "when a callback raises, 0.4.3 still calls the other subscribers",
+        "raise",
+        ["before", "after"],
+    ),
+    ("the error goes to the loop's exception handler", "reported", ["ValueError"]),
+]
+
+
+@pytest.fixture(scope="module")
+def observed_0_4_3(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    directory = os.environ.get("PUBMARINE043")
+    if not directory or not os.path.isdir(os.path.join(directory, "pubmarine")):
+        pytest.skip(
+            "set PUBMARINE043=DIR, a directory made by "
+            "`pip install --target DIR pubmarine==0.4.3`, to check the README's claims on it"
+        )
+    result = subprocess.run(
+        [sys.executable, "-c", OBSERVE_0_4_3, os.path.abspath(directory)],
+        cwd=tmp_path_factory.mktemp("pubmarine043"),  # away from our pubmarine.py
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    observed: dict[str, Any] = json.loads(result.stdout)
+    return observed
+
+
+@pytest.mark.parametrize(("claim", "key", "expected"), CLAIMS_ABOUT_0_4_3)
+def test_readme_claim_about_0_4_3_is_what_0_4_3_does(
+    observed_0_4_3: dict[str, Any], claim: str, key: str, expected: Any
+) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert " ".join(claim.split()) in " ".join(readme.split())
+    assert observed_0_4_3[key] == expected

@@ -8,6 +8,11 @@ It measures deliveries per second for a coroutine that publishes ``--events`` ev
 to 10 subscribers and then waits until all of them have been delivered, for:
 
 * pubmarine.py, this repository's bus;
+* the floor: the simplest deferred dispatcher there is (``FloorBus`` below), the yardstick of
+  pubmarine.py's speed goal: at most 1.4 times the floor's time with 1 subscriber and 1.2
+  times with 10, with plain functions as callbacks. The two are also measured with bound
+  methods as callbacks, which pubmarine.py holds through weak references (the floor holds
+  them strongly): the cost of that guarantee is shown, with no goal;
 * a naive bus doing one ``loop.call_soon`` per callback (defined below);
 * pubmarine 0.4.3, when ``--pubmarine043 DIR`` names a directory made by
   ``pip install --target DIR pubmarine==0.4.3`` (its module name is the same as ours, so it is
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import functools
 import gc
 import importlib.util
@@ -58,6 +64,40 @@ class NaiveBus:
             self.loop.call_soon(callback, *args)
 
 
+class FloorBus:
+    """The floor: the simplest deferred dispatcher there is, and the speed goal's yardstick.
+
+    ``publish()`` appends ``(event, args)`` to a deque and schedules one ``loop.call_soon`` if
+    none is pending; that call pops everything and calls each subscriber of the event from a
+    dict of lists. No ids, no weak references, no error handling, no threads.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.subscribers: dict[str, list[Callable[..., Any]]] = {}
+        self.queue: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()
+        self.pending = False
+
+    def subscribe(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+        self.subscribers.setdefault(event, []).append(callback)
+        return callback
+
+    def publish(self, event: str, *args: Any) -> None:
+        self.queue.append((event, args))
+        if not self.pending:
+            self.pending = True
+            self.loop.call_soon(self.deliver)
+
+    def deliver(self) -> None:
+        self.pending = False
+        queue = self.queue
+        subscribers = self.subscribers
+        while queue:
+            event, args = queue.popleft()
+            for callback in subscribers.get(event, ()):
+                callback(*args)
+
+
 class Impl:
     """One implementation under test, seen through the same four operations."""
 
@@ -71,6 +111,7 @@ class Impl:
         by_callback: bool = False,
         goals: tuple[float | None, float | None] = (None, None),
         quadratic: bool = False,
+        methods: bool = False,
     ) -> None:
         self.name = name
         self.make = make
@@ -80,6 +121,7 @@ class Impl:
         self.by_callback = by_callback  # unsubscribe takes (event, callback), not an id
         self.goals = goals  # how many times faster pubmarine.py should be, at 1 and 10 subscribers
         self.quadratic = quadratic  # unsubscribe scans: time it with a smaller N
+        self.methods = methods  # callbacks are bound methods rather than functions
 
 
 def load_pubmarine043(directory: str) -> ModuleType:
@@ -100,6 +142,9 @@ def find_implementations(pubmarine043_dir: str | None) -> list[Impl]:
     name = "pubmarine.py " + pubmarine.__version__
     impls = [
         Impl(name, pubmarine.PubPen, "subscribe", "publish", "unsubscribe"),
+        Impl(FLOOR, FloorBus, "subscribe", "publish", None),
+        Impl(name + METHODS, pubmarine.PubPen, "subscribe", "publish", None, methods=True),
+        Impl(FLOOR + METHODS, FloorBus, "subscribe", "publish", None, methods=True),
         Impl("naive call_soon", NaiveBus, "subscribe", "publish", None),
     ]
     if pubmarine043_dir:
@@ -135,6 +180,23 @@ def find_implementations(pubmarine043_dir: str | None) -> list[Impl]:
     return impls
 
 
+FLOOR = "floor (deque + one call_soon)"
+METHODS = ", bound methods"
+# The speed goal: pubmarine.py's time at most this many times the floor's, at 1 and 10
+# subscribers, with functions as callbacks.
+FLOOR_TIME_GOALS = (1.4, 1.2)
+
+
+class Ticker:
+    """Callbacks as bound methods: each object counts into the shared counter."""
+
+    def __init__(self, counter: list[int]) -> None:
+        self.counter = counter
+
+    def tick(self, _n: int) -> None:
+        self.counter[0] += 1
+
+
 def make_tick(counter: list[int]) -> Callable[[int], None]:
     """A distinct callback each call (pyee keys listeners by function)."""
 
@@ -151,7 +213,11 @@ def deliveries_per_second(impl: Impl, events: int, subscribers: int) -> float:
         subscribe = getattr(bus, impl.subscribe)
         counter = [0]
         # Kept referenced here: pubmarine 0.4.3 holds every callback weakly.
-        ticks = [make_tick(counter) for _ in range(subscribers)]
+        tickers = [Ticker(counter) for _ in range(subscribers)]
+        if impl.methods:
+            ticks = [ticker.tick for ticker in tickers]
+        else:
+            ticks = [make_tick(counter) for _ in range(subscribers)]
         for tick in ticks:
             subscribe("tick", tick)
         done = loop.create_future()
@@ -249,8 +315,27 @@ def main() -> None:
         print(f"{impl.name:<{width}}{cells}")
 
     ours = impls[0]
+    print(
+        f"\n{'pubmarine.py time / floor time':<{width}}{'1 subscriber':>20}{'10 subscribers':>20}"
+    )
+    for label, suffix, goals in (
+        ("functions", "", FLOOR_TIME_GOALS),
+        ("bound methods (weak refs)", METHODS, (None, None)),
+    ):
+        # Times are inverse rates: our time / the floor's = the floor's rate / ours.
+        ratios = [best[FLOOR + suffix, f] / best[ours.name + suffix, f] for f in fanouts]
+        verdicts = []
+        for fanout, ratio, limit in zip(fanouts, ratios, goals):
+            if limit is not None:
+                state = "met" if ratio <= limit else "MISSED"
+                verdicts.append(f"<= {limit:g}x at {fanout}: {state}")
+        cells = "".join(f"{f'{ratio:.2f}x':>20}" for ratio in ratios)
+        print(f"{label:<{width}}{cells}   {'; '.join(verdicts) or 'no goal'}")
+
     print(f"\n{'pubmarine.py is':<{width}}{'1 subscriber':>20}{'10 subscribers':>20}   goal")
     for impl in impls[1:]:
+        if impl.methods or impl.name == FLOOR:
+            continue
         ratios = [best[ours.name, f] / best[impl.name, f] for f in fanouts]
         verdicts = []
         for fanout, ratio, wanted in zip(fanouts, ratios, impl.goals):
