@@ -1227,12 +1227,22 @@ CLAIMS_ABOUT_0_4_3: list[tuple[str, str, Any]] = [
 
 @pytest.fixture(scope="module")
 def observed_0_4_3(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    directory = os.environ.get("PUBMARINE043")
-    if not directory or not os.path.isdir(os.path.join(directory, "pubmarine")):
-        pytest.skip(
-            "set PUBMARINE043=DIR, a directory made by "
-            "`pip install --target DIR pubmarine==0.4.3`, to check the README's claims on it"
+    # PUBMARINE043=DIR names a directory made by `pip install --target DIR pubmarine==0.4.3`;
+    # without it, 0.4.3 is installed into a temporary one (its module name is ours, so it
+    # cannot go into this environment).
+    directory = os.environ.get("PUBMARINE043", "")
+    if not os.path.isdir(os.path.join(directory, "pubmarine")):
+        directory = str(tmp_path_factory.mktemp("pubmarine043-target"))
+        install = ["install", "--quiet", "--no-deps", "--target", directory, "pubmarine==0.4.3"]
+        pip = subprocess.run(
+            [sys.executable, "-m", "pip", "--disable-pip-version-check", *install],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
+        if pip.returncode != 0:
+            last = (pip.stderr.strip().splitlines() or ["pip failed"])[-1]
+            pytest.skip(f"cannot install pubmarine 0.4.3 to check the README's claims: {last}")
     result = subprocess.run(
         [sys.executable, "-c", OBSERVE_0_4_3, os.path.abspath(directory)],
         cwd=tmp_path_factory.mktemp("pubmarine043"),  # away from our pubmarine.py

@@ -214,6 +214,7 @@ def deliveries_per_second(impl: Impl, events: int, subscribers: int) -> float:
         counter = [0]
         # Kept referenced here: pubmarine 0.4.3 holds every callback weakly.
         tickers = [Ticker(counter) for _ in range(subscribers)]
+        ticks: list[Callable[[int], None]]
         if impl.methods:
             ticks = [ticker.tick for ticker in tickers]
         else:
