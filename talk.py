@@ -97,6 +97,10 @@ MIN_ROWS, MIN_COLS = 5, 20
 BUSY_LINE = "talk: busy: someone is already talking on this socket"
 #: How long to wait for another talk that is setting up the same socket.
 LOCK_TIMEOUT = 5.0
+#: Lines typed before anyone connected, or while the other side does not read, wait to be
+#: sent: at most this many bytes of them (asyncio buffers 64 KiB more, the kernel some
+#: 200 KiB). A line that does not fit is not sent, and the status line says so.
+MAX_UNSENT_BYTES = 256 * 1024
 #: How long to let unsent lines drain when hanging up.
 HANGUP_TIMEOUT = 0.4
 
@@ -362,7 +366,8 @@ class InputLine:
         terminal.
         """
         glyphs = [glyph(ch) for ch in self.chars]
-        widths = [text_width(g) for g in glyphs]
+        # A character spelled out is spelled in ASCII: one column per letter.
+        widths = [char_width(g) if len(g) == 1 else len(g) for g in glyphs]
         cursor = self.cursor
         first = min(self._first, cursor)
         # Scroll right until the cursor has a cell of its own inside the width ...
@@ -781,28 +786,59 @@ class TalkProtocol(asyncio.Protocol):
         self.first_line = True  # only the first line can be that busy notice
         self.transport: asyncio.Transport | None = None
         self.decoder = LineDecoder()
-        self.unsent: list[bytes] = []  # lines typed before anyone connected
+        self.unsent: deque[bytes] = deque()  # lines that wait for a transport with room
+        self.unsent_bytes = 0
+        self.paused = False  # the transport's buffer is full: the other side is not reading
         self.closed: asyncio.Future[None] = pubpen.loop.create_future()
 
         self.pubpen.subscribe("outgoing", self.send_message)
 
     def send_message(self, message: str) -> None:
         data = (message + "\n").encode("utf-8", errors="replace")
-        if self.transport is None:
-            self.unsent.append(data)
-        elif self.transport.is_closing():
+        if self.transport is not None and self.transport.is_closing():
             self.pubpen.publish("error", "not sent: the connection is closed")
+        elif self.transport is None or self.paused or self.unsent:
+            self.hold(data, message)
         else:
             self.transport.write(data)
+
+    def hold(self, data: bytes, message: str) -> None:
+        """Keep a line until it can be sent; drop it, and say so, if too much already waits.
+
+        Nothing blocks meanwhile: the keyboard, the screen and ``.`` keep working.
+        """
+        if self.unsent_bytes + len(data) > MAX_UNSENT_BYTES:
+            why = "nobody is connected" if self.transport is None else "they are not reading"
+            self.pubpen.publish("error", f"not sent ({why}): {message}")
+            return
+        self.unsent.append(data)
+        self.unsent_bytes += len(data)
+
+    def send_unsent(self) -> None:
+        """Hand waiting lines to the transport, in order, until its buffer is full."""
+        while self.unsent and not self.paused:
+            assert self.transport is not None
+            if self.transport.is_closing():
+                return
+            data = self.unsent.popleft()
+            self.unsent_bytes -= len(data)
+            self.transport.write(data)  # calls pause_writing() once the buffer is full
+
+    def pause_writing(self) -> None:
+        """asyncio: the transport holds 64 KiB the other side has not read; stop writing."""
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        """asyncio: the other side has read most of it; what waits can go out."""
+        self.paused = False
+        self.send_unsent()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         who = peer_name(transport.get_extra_info("socket"))
         self.pubpen.publish("info", f"Talking to {who} - type . alone on a line to quit")
-        for data in self.unsent:
-            transport.write(data)
-        self.unsent.clear()
+        self.send_unsent()
 
     def data_received(self, data: bytes) -> None:
         self.show_lines(self.decoder.feed(data))
