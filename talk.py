@@ -625,7 +625,7 @@ class Display:
             self.stdscr.clearok(True)
         elif key == curses.KEY_RESIZE:
             pass  # the new size is picked up by the redraw below
-        elif isinstance(key, str) and unicodedata.category(key) != "Cc":
+        elif isinstance(key, str) and len(key) == 1 and unicodedata.category(key) != "Cc":
             self.input.insert(key)  # anything but a control key; view() spells it if need be
         else:
             return  # other function keys and control characters do nothing

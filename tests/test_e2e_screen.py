@@ -31,6 +31,7 @@ import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
+import pyte
 import pytest
 from terminal import (
     REPO_ROOT,
@@ -205,6 +206,18 @@ def test_disagreeing_code_points_never_start_a_row_of_their_own(
         other.send(line.encode("utf-8", "surrogatepass") + f"\nend {n}\n".encode())
         wait_last_row(talk, f"<you> end {n}")
         assert_rows_are_from_you_or_indented(talk, status, f"U+{sample[start]:04X}")
+
+    talk.send_line(".")
+    assert exit_of(talk)[0] == 0
+    assert pyte.modes.DECAWM in talk.screen.mode, "long lines no longer wrap after talk.py"
+
+
+def test_cursor_stays_after_what_is_typed_where_tables_disagree(spawn_screen, peer, sock_path):
+    """U+4DC0.. (hexagrams): unicodedata says one column, the C library and pyte say two."""
+    talk, _other = start_with_peer(spawn_screen, peer, sock_path)
+    talk.type("\u4dc0" * 10 + "ok")
+    talk.wait_until(lambda t: input_row(t).endswith("ok"), DEADLINE, "the typed text")
+    assert talk.cursor == (22, talk.rows - 1), f"cursor at {talk.cursor}:\n{talk.text()}"
 
 
 def test_own_lines_are_bold_and_nothing_a_peer_sends_is(spawn_screen, peer, sock_path):
