@@ -268,33 +268,33 @@ def wrap(text: str, width: int, indent: int = 0) -> list[str]:
     ``indent`` spaces: that is what stops a message from drawing something at the start of
     a row that looks like a message of its own.
     """
+    # ASCII (most messages, and every spelled-out character) is one column a character.
+    widths = [1] * len(text) if text.isascii() else list(map(char_width, text))
     rows: list[str] = []
     room = width
-    cells: list[str] = []  # characters of the row being filled
-    used = 0  # columns they take
-    after_space = 0  # len(cells) just after the row's last space, 0 if none
-    for ch in text:
-        w = char_width(ch)
+    start = 0  # where the row being filled starts in text
+    used = 0  # columns from there up to the character at hand
+    after_space = 0  # where a row may start: after the row's last space; <= start if none
+    for i, (ch, w) in enumerate(zip(text, widths)):
         if w == 2:
-            after_space = len(cells)  # CJK text has no spaces: any wide character may start a row
-        if used + w > room and cells:
-            carry: list[str] = []
-            if ch != " " and 0 < after_space < len(cells):
-                carry = cells[after_space:]  # move the unfinished word to the next row ...
-                if text_width(carry) + w <= width - indent:
-                    del cells[after_space:]
-                else:
-                    carry = []  # ... unless it would not fit there either: break inside it
-            rows.append("".join(cells))
+            after_space = i  # CJK text has no spaces: any wide character may start a row
+        if used + w > room and i > start:
+            cut = i
+            if ch != " " and start < after_space < i:
+                # Move the unfinished word to the next row, unless it would not fit there
+                # either (then break inside it).
+                fits = sum(widths[after_space:i]) + w <= width - indent
+                cut = after_space if fits else i
+            rows.append(text[start:cut])
             room = width - indent
-            cells, used, after_space = carry, text_width(carry), 0
-            if ch == " " and not cells:
-                continue  # a space at a break would only push the next row right
-        cells.append(ch)
+            start, used, after_space = cut, sum(widths[cut:i]), cut
+            if ch == " " and cut == i:
+                start = after_space = i + 1  # a space at a break would push the next row right
+                continue
         used += w
         if ch == " ":
-            after_space = len(cells)
-    rows.append("".join(cells))
+            after_space = i + 1
+    rows.append(text[start:])
     return rows[:1] + [" " * indent + row for row in rows[1:]]
 
 
@@ -569,6 +569,9 @@ class Display:
             loop.add_signal_handler(signal.SIGWINCH, self.resize)
             # curses fell back to the terminfo size for a terminal that says 0x0; we do not.
             self.sizeless = 0 in terminal_size()
+            # Send what curses has queued to set the terminal up (it turns autowrap on), so
+            # that draw() can turn autowrap off before the first screen.
+            self.stdscr.refresh()
             self.draw()
         except BaseException:
             self.__exit__()
@@ -764,8 +767,10 @@ def set_autowrap(on: bool) -> None:
         return
     sequence = curses.tigetstr("smam" if on else "rmam")
     if sequence:
-        with contextlib.suppress(curses.error):
-            curses.putp(sequence)
+        # Straight to the terminal: curses.putp() goes through C's stdio buffer, which is
+        # flushed long after curses has sent the screen.
+        with contextlib.suppress(OSError):
+            os.write(sys.stdout.fileno(), sequence)
 
 
 # ---------------------------------------------------------------------------------------------
