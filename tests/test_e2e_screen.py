@@ -28,15 +28,21 @@ import subprocess
 import sys
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pyte
 import pytest
 from terminal import (
+    ENTER_ALTERNATE_SCREEN,
+    LEAVE_ALTERNATE_SCREEN,
     REPO_ROOT,
     TALK_PY,
+    Peers,
+    Spawner,
     Talk,
+    assert_layout,
     child_env,
     conversation,
     drawn,
@@ -50,17 +56,11 @@ from terminal import (
 
 DEADLINE = 10.0
 EXIT_WITHIN = 2.0  # seconds from "." to the exit (the issue says 0.5 s; CI is noisy)
-LEAVE_ALTERNATE_SCREEN = b"\x1b[?1049l"
-ENTER_ALTERNATE_SCREEN = b"\x1b[?1049h"
 CHUNK = 40  # code points per line sent
 
 
 class ScreenTalk(Talk):
-    """A Talk whose rows are read cell by cell (see the module docstring), typing at full speed."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.child.delaybeforesend = None
+    """A Talk whose rows are read cell by cell (see the module docstring)."""
 
     @property
     def display(self) -> list[str]:
@@ -70,24 +70,27 @@ class ScreenTalk(Talk):
             for y in range(screen.lines)
         ]
 
-    def bold_cells(self, y: int) -> list[bool]:
-        """For each non-blank cell of row ``y``: is it bold?"""
-        line = self.screen.buffer[y]
-        cells = (line[x] for x in range(self.cols))
-        return [cell.bold for cell in cells if cell.data.strip()]
+
+class ScreenSpawner(Spawner):
+    """The ``spawn`` fixture, starting ScreenTalks."""
+
+    def __call__(self, socket_path: str, *extra: str, **kwargs: Any) -> ScreenTalk:
+        talk = ScreenTalk(socket_path, *extra, **kwargs)
+        self.started.append(talk)
+        return talk
 
 
 @pytest.fixture
-def spawn_screen() -> Iterator[Any]:
-    started: list[ScreenTalk] = []
+def spawn_screen() -> Iterator[ScreenSpawner]:
+    spawner = ScreenSpawner()
+    yield spawner
+    spawner.close()
 
-    def spawn(path: str, *extra: str, **kwargs: Any) -> ScreenTalk:
-        started.append(ScreenTalk(path, *extra, **kwargs))
-        return started[-1]
 
-    yield spawn
-    for talk in started:
-        talk.close()
+def bold_cells(talk: Talk, y: int) -> list[bool]:
+    """For each non-blank cell of row ``y``: is it bold?"""
+    line = talk.screen.buffer[y]
+    return [bool(line[x].bold) for x in range(talk.cols) if line[x].data.strip()]
 
 
 def last_row(talk: Talk) -> str:
@@ -99,15 +102,6 @@ def wait_last_row(talk: Talk, text: str) -> None:
     talk.wait_until(lambda t: last_row(t) == text and drawn(t), DEADLINE, f"{text!r} last")
 
 
-def assert_layout(talk: Talk, status: str) -> None:
-    rows, cols = talk.rows, talk.cols
-    screen = talk.text()
-    assert talk.row(0) == status, f"status line changed:\n{screen}"
-    assert talk.row(1) == "-" * (cols - 1), f"top rule damaged:\n{screen}"
-    assert talk.row(rows - 2) == "=" * (cols - 1), f"bottom rule damaged:\n{screen}"
-    assert talk.cursor[1] == rows - 1, f"cursor left the input line:\n{screen}"
-
-
 def exit_of(talk: Talk) -> tuple[int, str]:
     status = talk.wait_exit(DEADLINE)
     return status, talk.after_exit
@@ -116,7 +110,7 @@ def exit_of(talk: Talk) -> tuple[int, str]:
 # -- 1. width truth --------------------------------------------------------------------------------
 
 
-def _libc_wcwidth():
+def _libc_wcwidth() -> Callable[[int], int]:
     function = ctypes.CDLL(None).wcwidth
     function.argtypes = [ctypes.c_int32]
     function.restype = ctypes.c_int
@@ -193,8 +187,8 @@ def assert_rows_are_from_you_or_indented(talk: Talk, status: str, where: str) ->
 
 @pytest.mark.parametrize("columns", [80, 23])
 def test_disagreeing_code_points_never_start_a_row_of_their_own(
-    spawn_screen, peer, sock_path, sample, columns
-):
+    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str, sample: list[int], columns: int
+) -> None:
     # Tall enough that all the rows of one line of the sample are on the screen at once.
     talk = start_server(spawn_screen, sock_path, rows=40, cols=columns)
     other = peer(sock_path)
@@ -212,7 +206,9 @@ def test_disagreeing_code_points_never_start_a_row_of_their_own(
     assert pyte.modes.DECAWM in talk.screen.mode, "long lines no longer wrap after talk.py"
 
 
-def test_cursor_stays_after_what_is_typed_where_tables_disagree(spawn_screen, peer, sock_path):
+def test_cursor_stays_after_what_is_typed_where_tables_disagree(
+    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str
+) -> None:
     """U+4DC0.. (hexagrams): unicodedata says one column, the C library and pyte say two."""
     talk, _other = start_with_peer(spawn_screen, peer, sock_path)
     talk.type("\u4dc0" * 10 + "ok")
@@ -220,7 +216,9 @@ def test_cursor_stays_after_what_is_typed_where_tables_disagree(spawn_screen, pe
     assert talk.cursor == (22, talk.rows - 1), f"cursor at {talk.cursor}:\n{talk.text()}"
 
 
-def test_own_lines_are_bold_and_nothing_a_peer_sends_is(spawn_screen, peer, sock_path):
+def test_own_lines_are_bold_and_nothing_a_peer_sends_is(
+    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn_screen, peer, sock_path)
     talk.send_line("my own line")
     wait_last_row(talk, "<myself> my own line")
@@ -230,7 +228,7 @@ def test_own_lines_are_bold_and_nothing_a_peer_sends_is(spawn_screen, peer, sock
     wait_last_row(talk, "<you> end")
 
     for y in range(talk.rows):
-        row, bold = talk.row(y), talk.bold_cells(y)
+        row, bold = talk.row(y), bold_cells(talk, y)
         if row.startswith("<myself> my own line"):
             assert all(bold), f"your own line is not all bold: row {y} {row!r}"
         else:
@@ -251,8 +249,8 @@ sys.exit(talk.main(sys.argv[1:]))
 
 
 def test_a_row_curses_finds_too_wide_is_cut_not_carried_over(
-    spawn_screen, peer, sock_path, tmp_path
-):
+    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str, tmp_path: Path
+) -> None:
     wrapper = tmp_path / "wrong_widths.py"
     wrapper.write_text(_WRONG_WIDTHS.format(repo=str(REPO_ROOT)))
     talk, other = start_with_peer(spawn_screen, peer, sock_path, program=wrapper)
@@ -275,7 +273,9 @@ def test_a_row_curses_finds_too_wide_is_cut_not_carried_over(
 # -- 3. terminals and locales ----------------------------------------------------------------------
 
 
-def test_window_of_0x0_is_too_small_then_talk_resumes(spawn_screen, peer, sock_path):
+def test_window_of_0x0_is_too_small_then_talk_resumes(
+    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn_screen, peer, sock_path)
     talk.child.setwinsize(0, 0)  # what `stty rows 0 cols 0` does; the kernel sends SIGWINCH
     talk.wait_until(lambda t: "too small" in t.row(0), DEADLINE, "a 'too small' note")
@@ -301,7 +301,9 @@ _START_AT_0X0 = (
 )
 
 
-def test_terminal_created_0x0_is_too_small_then_talk_resumes(spawn_screen, sock_path):
+def test_terminal_created_0x0_is_too_small_then_talk_resumes(
+    spawn_screen: ScreenSpawner, sock_path: str
+) -> None:
     talk = spawn_screen(sock_path, args=["-c", _START_AT_0X0, str(TALK_PY), "--socket", sock_path])
     talk.wait_until(lambda t: "too small" in t.row(0), DEADLINE, "a 'too small' note")
     wait_until(lambda: os.path.exists(sock_path), DEADLINE, "the socket")
@@ -332,8 +334,8 @@ def _terminfo_without_cup(directory: str) -> str:
 
 @pytest.mark.parametrize("kind", ["dumb", "no_cup"])
 def test_terminal_that_cannot_move_the_cursor_is_refused_before_drawing(
-    spawn_screen, sock_path, tmp_path, kind
-):
+    spawn_screen: ScreenSpawner, sock_path: str, tmp_path: Path, kind: str
+) -> None:
     if kind == "dumb":
         env = child_env(TERM="dumb")
     else:
@@ -349,7 +351,9 @@ def test_terminal_that_cannot_move_the_cursor_is_refused_before_drawing(
 
 
 @pytest.mark.parametrize("name", ["C", "POSIX"])
-def test_c_locale_loses_nothing_typed_or_received(spawn_screen, peer, sock_path, name):
+def test_c_locale_loses_nothing_typed_or_received(
+    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str, name: str
+) -> None:
     env = child_env(LC_ALL=name, LANG=name)
     talk, other = start_with_peer(spawn_screen, peer, sock_path, env=env)
     status = talk.row(0)
@@ -389,15 +393,15 @@ def assert_quits_promptly(talk: Talk) -> None:
     talk.press("enter")
     status, printed = exit_of(talk)
     assert status == 0, f"exit status {status}; printed {printed!r}"
-    assert talk.eof_at is not None and talk.eof_at - pressed < EXIT_WITHIN, (
-        f"'.' took {talk.eof_at - pressed:.2f}s to end talk.py"
-    )
+    assert talk.eof_at is not None
+    took = talk.eof_at - pressed
+    assert took < EXIT_WITHIN, f"'.' took {took:.2f}s to end talk.py"
     assert LEAVE_ALTERNATE_SCREEN in talk.raw, "the terminal was not restored"
 
 
 def test_peer_that_never_reads_gets_a_bounded_backlog_and_keys_still_work(
-    spawn_screen, peer, sock_path
-):
+    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str
+) -> None:
     talk, _other = start_with_peer(spawn_screen, peer, sock_path)  # it never reads
     # About 250 KiB fit in the kernel, 64 KiB in asyncio's buffer, 256 KiB in talk.py's queue.
     pasted = paste_until_not_sent(talk, 2000)
@@ -410,8 +414,8 @@ def test_peer_that_never_reads_gets_a_bounded_backlog_and_keys_still_work(
 
 
 def test_lines_typed_before_anyone_connects_are_bounded_and_kept_in_order(
-    spawn_screen, peer, sock_path
-):
+    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str
+) -> None:
     talk = start_server(spawn_screen, sock_path)
     pasted = paste_until_not_sent(talk, 400)
     assert "nobody is connected" in talk.row(0), talk.text()

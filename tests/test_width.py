@@ -18,11 +18,11 @@ import json
 import locale
 import sys
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-import pexpect
 import pytest
-from terminal import REPO_ROOT, child_env
+from terminal import REPO_ROOT, Talk
 
 import talk
 from talk import YOU, InputLine, Message, printable
@@ -35,7 +35,7 @@ WIDTHS = (80, 23)
 INERT_ONLY = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 
-def _libc_wcwidth():
+def _libc_wcwidth() -> Callable[[int], int]:
     function = ctypes.CDLL(None).wcwidth
     function.argtypes = [ctypes.c_int32]
     function.restype = ctypes.c_int
@@ -65,7 +65,7 @@ def oracle(utf8: None) -> list[int]:
 
 def width(text: str, oracle: list[int]) -> int:
     """Columns ``text`` takes for curses; AssertionError if curses cannot draw some of it."""
-    widths = [oracle[ord(ch)] for ch in text]
+    widths = list(map(oracle.__getitem__, map(ord, text)))
     assert min(widths, default=0) >= 0, f"undrawable character in {text!r}"
     return sum(widths)
 
@@ -79,7 +79,7 @@ def lines_of_every_code_point() -> Iterator[str]:
 # -- one notion of width -------------------------------------------------------------------------
 
 
-def test_char_width_is_the_c_library_wcwidth_for_every_code_point(oracle):
+def test_char_width_is_the_c_library_wcwidth_for_every_code_point(oracle: list[int]) -> None:
     wrong = [hex(code) for code in ALL if talk.char_width(chr(code)) != max(-1, oracle[code])]
     assert not wrong, f"{len(wrong)} code points measured unlike wcwidth(), e.g. {wrong[:10]}"
 
@@ -109,16 +109,16 @@ with open({out!r}, "w") as out:
 """
 
 
-def test_char_width_is_how_far_curses_moves_the_cursor_for_every_code_point(tmp_path):
+def test_char_width_is_how_far_curses_moves_the_cursor_for_every_code_point(tmp_path: Path) -> None:
     out = tmp_path / "wrong.json"
     script = tmp_path / "sweep.py"
     script.write_text(_CURSES_SWEEP.format(repo=str(REPO_ROOT), out=str(out)))
-    child = pexpect.spawn(
-        sys.executable, [str(script)], env=child_env(), dimensions=(24, 80), timeout=120
-    )
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0, child.before.decode("utf-8", "replace")[-2000:]
+    sweep = Talk("", args=[str(script)])  # a curses program in a pty, like talk.py
+    try:
+        status = sweep.wait_exit(timeout=120)
+    finally:
+        sweep.close()
+    assert status == 0, sweep.after_exit[-2000:]
     wrong = json.loads(out.read_text())
     shown = [f"U+{code:04X}: talk {mine}, curses {theirs}" for code, mine, theirs in wrong[:10]]
     assert not wrong, f"{len(wrong)} code points curses draws at another width: {shown}"
@@ -127,7 +127,9 @@ def test_char_width_is_how_far_curses_moves_the_cursor_for_every_code_point(tmp_
 # -- what cannot be drawn is spelled out --------------------------------------------------------
 
 
-def test_every_code_point_is_drawn_as_itself_only_if_it_is_inert_and_drawable(oracle):
+def test_every_code_point_is_drawn_as_itself_only_if_it_is_inert_and_drawable(
+    oracle: list[int],
+) -> None:
     wrong = []
     for code in ALL:
         ch = chr(code)
@@ -143,7 +145,7 @@ def test_every_code_point_is_drawn_as_itself_only_if_it_is_inert_and_drawable(or
     assert not wrong, f"{len(wrong)} code points drawn wrongly, e.g. {wrong[:10]}"
 
 
-def test_a_locale_that_cannot_draw_a_character_gets_it_spelled_out(utf8):
+def test_a_locale_that_cannot_draw_a_character_gets_it_spelled_out(utf8: None) -> None:
     """In the C locale wcwidth() is -1 for all but ASCII: such text is spelled, not lost."""
     locale.setlocale(locale.LC_CTYPE, "C")
     talk.forget_widths()
@@ -159,7 +161,7 @@ def test_a_locale_that_cannot_draw_a_character_gets_it_spelled_out(utf8):
 
 
 @pytest.mark.parametrize("columns", WIDTHS)
-def test_every_code_point_wraps_into_rows_that_fit(oracle, columns):
+def test_every_code_point_wraps_into_rows_that_fit(oracle: list[int], columns: int) -> None:
     indent = len(YOU) + 1
     problems = []
     for line in lines_of_every_code_point():
@@ -168,8 +170,8 @@ def test_every_code_point_wraps_into_rows_that_fit(oracle, columns):
         if not rows[0].startswith(f"{YOU} "):
             problems.append(f"{start}: first row {rows[0]!r}")
         for row in rows:
-            if width(row, oracle) > columns:
-                problems.append(f"{start}: row {row!r} is {width(row, oracle)} columns")
+            if (columns_taken := width(row, oracle)) > columns:
+                problems.append(f"{start}: row {row!r} is {columns_taken} columns")
         for row in rows[1:]:
             if not row.startswith(" " * indent):
                 problems.append(f"{start}: continuation row {row!r} not indented")
@@ -207,7 +209,9 @@ def _cursor_is_right(line: InputLine, text: str, x: int, oracle: list[int]) -> b
 
 
 @pytest.mark.parametrize("columns", WIDTHS)
-def test_input_line_view_fits_and_keeps_the_cursor_on_its_character(oracle, columns):
+def test_input_line_view_fits_and_keeps_the_cursor_on_its_character(
+    oracle: list[int], columns: int
+) -> None:
     view_width = columns - 1  # as the Display asks: the last cell of the screen stays empty
     problems = []
     for chunk in lines_of_every_code_point():
@@ -230,7 +234,7 @@ def test_input_line_view_fits_and_keeps_the_cursor_on_its_character(oracle, colu
     assert not problems, "\n".join(problems)
 
 
-def test_typed_characters_stay_in_the_line_however_they_are_shown(utf8):
+def test_typed_characters_stay_in_the_line_however_they_are_shown(utf8: None) -> None:
     line = InputLine()
     typed = "a\u200d\ue000\U0001fae8\u0301"  # ZWJ, private use, (newer) emoji, lone accent
     for ch in typed:
