@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import codecs
 import contextlib
+import ctypes
 import curses
 import errno
 import fcntl
@@ -48,9 +49,9 @@ import sys
 import traceback
 import unicodedata
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from functools import partial
-from typing import Any, Union
+from typing import Any, Union, cast
 
 
 def use_own_pubmarine() -> None:
@@ -96,6 +97,10 @@ MIN_ROWS, MIN_COLS = 5, 20
 BUSY_LINE = "talk: busy: someone is already talking on this socket"
 #: How long to wait for another talk that is setting up the same socket.
 LOCK_TIMEOUT = 5.0
+#: Lines typed before anyone connected, or while the other side does not read, wait to be
+#: sent: at most this many bytes of them (asyncio buffers 64 KiB more, the kernel some
+#: 200 KiB). A line that does not fit is not sent, and the status line says so.
+MAX_UNSENT_BYTES = 256 * 1024
 #: How long to let unsent lines drain when hanging up.
 HANGUP_TIMEOUT = 0.4
 
@@ -166,34 +171,78 @@ class LineDecoder:
         return text
 
 
-def printable(text: str) -> str:
-    """Return ``text`` with everything that would act on a terminal made visible and inert.
+def _c_library_wcwidth() -> Callable[[int], int] | None:
+    """The C library's ``wcwidth()``, through ctypes; None where it cannot be found."""
+    if ctypes.sizeof(ctypes.c_wchar) != 4:
+        return None  # a 16-bit wchar_t cannot hold every code point
+    try:
+        function = ctypes.CDLL(None).wcwidth  # the C library this process (and curses) uses
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int32]
+    function.restype = ctypes.c_int
+    return cast("Callable[[int], int]", function)
+
+
+def _estimated_width(code: int) -> int:
+    """What the C library would say, where there is none to ask (an estimate from Unicode)."""
+    ch = chr(code)
+    if not ch.isprintable() and unicodedata.category(ch) != "Zs":
+        return -1
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+_measure_width = _c_library_wcwidth() or _estimated_width
+#: What char_width() has measured so far: one byte per code point (the width + 2; 0 for not
+#: measured yet), so the memory is 1.1 MB whatever a peer sends.
+_widths = bytearray(sys.maxunicode + 1)
+
+
+def char_width(ch: str) -> int:
+    """Columns ``ch`` takes on the terminal: what the C library's ``wcwidth()`` says in the
+    current locale, because that is what curses draws with.
+
+    2 for wide characters (CJK, most emoji), 0 for combining ones, -1 for those curses
+    cannot draw (printable() spells those as ``<U+XXXX>``). Remembered, as wrapping 5000
+    messages asks for every character again; forget_widths() when the locale changes.
+    """
+    code = ord(ch)
+    known = _widths[code]
+    if not known:
+        known = _widths[code] = max(-1, min(2, _measure_width(code))) + 2
+    return known - 2
+
+
+def forget_widths() -> None:
+    """The locale changed: measure every character again."""
+    _widths[:] = bytes(len(_widths))
+
+
+def glyph(ch: str) -> str:
+    """How one character is drawn: itself, or spelled out when it could act on the terminal
+    or when curses cannot draw it.
 
     Control characters are what let a message move the cursor, clear the screen or rewrite
     a line so that it looks like one of yours. C0 controls and DEL are spelled in caret
     notation (``^M``, ``^[``, ``^?``); C1 controls, format characters (bidirectional
-    overrides, zero-width spaces), line separators, private-use and unassigned code points
-    as ``<U+XXXX>``.
+    overrides, zero-width spaces), line separators, private-use and unassigned code points,
+    and whatever the C library cannot draw in this locale as ``<U+XXXX>``.
     """
-    if text.isprintable():
+    if (ch.isprintable() or unicodedata.category(ch) == "Zs") and char_width(ch) >= 0:
+        return ch  # Zs: no-break and other spaces, harmless
+    code = ord(ch)
+    if code < 0x20 or code == 0x7F:
+        return "^" + chr(code ^ 0x40)
+    return f"<U+{code:04X}>"
+
+
+def printable(text: str) -> str:
+    """Return ``text`` with every character drawn as glyph() draws it: visible and inert."""
+    if text.isascii() and text.isprintable():
         return text
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch.isprintable() or unicodedata.category(ch) == "Zs":
-            out.append(ch)  # Zs: no-break and other spaces, harmless
-        elif code < 0x20 or code == 0x7F:
-            out.append("^" + chr(code ^ 0x40))
-        else:
-            out.append(f"<U+{code:04X}>")
-    return "".join(out)
-
-
-def char_width(ch: str) -> int:
-    """Columns ``ch`` takes on a terminal: 2 for wide (CJK, most emoji), 0 for combining."""
-    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me"):
-        return 0
-    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return "".join(map(glyph, text))
 
 
 def text_width(text: Iterable[str]) -> int:
@@ -219,33 +268,33 @@ def wrap(text: str, width: int, indent: int = 0) -> list[str]:
     ``indent`` spaces: that is what stops a message from drawing something at the start of
     a row that looks like a message of its own.
     """
+    # ASCII (most messages, and every spelled-out character) is one column a character.
+    widths = [1] * len(text) if text.isascii() else list(map(char_width, text))
     rows: list[str] = []
     room = width
-    cells: list[str] = []  # characters of the row being filled
-    used = 0  # columns they take
-    after_space = 0  # len(cells) just after the row's last space, 0 if none
-    for ch in text:
-        w = char_width(ch)
+    start = 0  # where the row being filled starts in text
+    used = 0  # columns from there up to the character at hand
+    after_space = 0  # where a row may start: after the row's last space; <= start if none
+    for i, (ch, w) in enumerate(zip(text, widths)):
         if w == 2:
-            after_space = len(cells)  # CJK text has no spaces: any wide character may start a row
-        if used + w > room and cells:
-            carry: list[str] = []
-            if ch != " " and 0 < after_space < len(cells):
-                carry = cells[after_space:]  # move the unfinished word to the next row ...
-                if text_width(carry) + w <= width - indent:
-                    del cells[after_space:]
-                else:
-                    carry = []  # ... unless it would not fit there either: break inside it
-            rows.append("".join(cells))
+            after_space = i  # CJK text has no spaces: any wide character may start a row
+        if used + w > room and i > start:
+            cut = i
+            if ch != " " and start < after_space < i:
+                # Move the unfinished word to the next row, unless it would not fit there
+                # either (then break inside it).
+                fits = sum(widths[after_space:i]) + w <= width - indent
+                cut = after_space if fits else i
+            rows.append(text[start:cut])
             room = width - indent
-            cells, used, after_space = carry, text_width(carry), 0
-            if ch == " " and not cells:
-                continue  # a space at a break would only push the next row right
-        cells.append(ch)
+            start, used, after_space = cut, sum(widths[cut:i]), cut
+            if ch == " " and cut == i:
+                start = after_space = i + 1  # a space at a break would push the next row right
+                continue
         used += w
         if ch == " ":
-            after_space = len(cells)
-    rows.append("".join(cells))
+            after_space = i + 1
+    rows.append(text[start:])
     return rows[:1] + [" " * indent + row for row in rows[1:]]
 
 
@@ -310,23 +359,36 @@ class InputLine:
         return text
 
     def view(self, width: int) -> tuple[str, int]:
-        """What fits in ``width`` columns around the cursor, and the cursor's column in it."""
-        chars, cursor = self.chars, self.cursor
+        """What fits in ``width`` columns around the cursor, and the cursor's column in it.
+
+        Each character is shown as glyph() shows it, so a control character or one that
+        curses cannot draw is spelled out: nothing typed is hidden, and nothing acts on the
+        terminal.
+        """
+        glyphs = [glyph(ch) for ch in self.chars]
+        # A character spelled out is spelled in ASCII: one column per letter.
+        widths = [char_width(g) if len(g) == 1 else len(g) for g in glyphs]
+        cursor = self.cursor
         first = min(self._first, cursor)
         # Scroll right until the cursor has a cell of its own inside the width ...
-        before = text_width(chars[first:cursor])
+        before = sum(widths[first:cursor])
         while before >= width and first < cursor:
-            before -= char_width(chars[first])
+            before -= widths[first]
             first += 1
         # ... and back left while there is room, so deleting shows the earlier text again.
-        shown = before + text_width(chars[cursor : cursor + width])
-        while first and shown + char_width(chars[first - 1]) < width:
+        shown = before + sum(widths[cursor : cursor + width])
+        while first and shown + widths[first - 1] < width:
             first -= 1
-            step = char_width(chars[first])
-            before += step
-            shown += step
+            before += widths[first]
+            shown += widths[first]
         self._first = first
-        return clip("".join(chars[first : first + width]), width), before
+        text = "".join(glyphs[first : cursor + width])
+        if first < len(widths) and widths[first] == 0:
+            # A combining character whose base is out of view (or was never typed) gets a
+            # blank to sit on: at the start of a row curses would put it on the row above.
+            text = " " + text
+            before += 1
+        return clip(text, width), before
 
 
 class Message:
@@ -403,21 +465,30 @@ class History:
 
     def window(self) -> list[str]:
         """The rows to show in the conversation area, oldest first."""
+        return [row for _who, row in self.window_with_speakers()]
+
+    def window_with_speakers(self) -> list[tuple[str, str]]:
+        """The rows of window(), each with who said it (``<myself>`` or ``<you>``)."""
         rows = self._newest_rows(self.height + self.scroll)
         end = len(rows) - self.scroll
         return rows[max(0, end - self.height) : end]
 
-    def _newest_rows(self, wanted: int) -> list[str]:
-        """At least the ``wanted`` newest rows (all there are, if fewer), oldest first."""
+    def _newest_rows(self, wanted: int) -> list[tuple[str, str]]:
+        """At least the ``wanted`` newest rows (all there are, if fewer), oldest first, each
+        with who said it."""
         chunks: list[list[str]] = []
+        speakers: list[str] = []
         have = 0
         for message in reversed(self.messages):
             if have >= wanted:
                 break
             rows = message.rows(self.width)
             chunks.append(rows)
+            speakers.append(message.who)
             have += len(rows)
-        return [row for chunk in reversed(chunks) for row in chunk]
+        return [
+            (who, row) for who, chunk in zip(reversed(speakers), reversed(chunks)) for row in chunk
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,6 +540,7 @@ class Display:
         self.on_screen = False  # between __enter__ and __exit__: curses owns the terminal
         self._redraw_pending = False
         self._empty_reads = 0  # stdin said "readable" but had no key, this many times running
+        self.sizeless = False  # the terminal says it is 0x0: nothing fits until it resizes
 
         self.pubpen.subscribe("incoming", self.show_message)
         self.pubpen.subscribe("typed", self.show_typing)
@@ -495,6 +567,11 @@ class Display:
             # No thread blocked in getch(): the loop watches stdin, so quitting is immediate.
             loop.add_reader(sys.stdin.fileno(), self.read_keys)
             loop.add_signal_handler(signal.SIGWINCH, self.resize)
+            # curses fell back to the terminfo size for a terminal that says 0x0; we do not.
+            self.sizeless = 0 in terminal_size()
+            # Send what curses has queued to set the terminal up (it turns autowrap on), so
+            # that draw() can turn autowrap off before the first screen.
+            self.stdscr.refresh()
             self.draw()
         except BaseException:
             self.__exit__()
@@ -507,6 +584,7 @@ class Display:
         if not loop.is_closed():
             loop.remove_reader(sys.stdin.fileno())
             loop.remove_signal_handler(signal.SIGWINCH)
+        set_autowrap(True)  # the shell expects long lines to wrap again
         with contextlib.suppress(curses.error):
             self.stdscr.keypad(False)
             curses.nocbreak()
@@ -550,8 +628,8 @@ class Display:
             self.stdscr.clearok(True)
         elif key == curses.KEY_RESIZE:
             pass  # the new size is picked up by the redraw below
-        elif isinstance(key, str) and key.isprintable():
-            self.input.insert(key)
+        elif isinstance(key, str) and len(key) == 1 and unicodedata.category(key) != "Cc":
+            self.input.insert(key)  # anything but a control key; view() spells it if need be
         else:
             return  # other function keys and control characters do nothing
         self.redraw()
@@ -580,9 +658,14 @@ class Display:
 
     def resize(self) -> None:
         """SIGWINCH: the terminal changed size; lay everything out again."""
-        with contextlib.suppress(OSError):
-            size = os.get_terminal_size(sys.stdin.fileno())
-            curses.resizeterm(size.lines, size.columns)
+        lines, columns = terminal_size()
+        # Some terminals say 0x0 for a moment (so does `stty rows 0 cols 0`): curses cannot
+        # take that size, and nothing fits in it, so it is a too small terminal until the
+        # next resize.
+        self.sizeless = 0 in (lines, columns)
+        if not self.sizeless:
+            with contextlib.suppress(curses.error):
+                curses.resizeterm(lines, columns)
         self.redraw()
 
     # -- drawing ----------------------------------------------------------------------------
@@ -603,14 +686,16 @@ class Display:
         scr = self.stdscr
         scr.erase()
         rows, cols = scr.getmaxyx()
-        if rows < MIN_ROWS or cols < MIN_COLS:
+        if self.sizeless or rows < MIN_ROWS or cols < MIN_COLS:
             self.draw_too_small(rows, cols)
         else:
             self.put(0, clip(self.status, cols))
             self.put(1, "-" * (cols - 1))
             self.history.resize(cols, rows - 4)
-            for y, line in enumerate(self.history.window(), start=2):
-                self.put(y, line)
+            for y, (who, line) in enumerate(self.history.window_with_speakers(), start=2):
+                # Your own lines are bold, and nothing else ever is: a peer can make its text
+                # look like anything but that.
+                self.put(y, line, curses.A_BOLD if who == MYSELF else curses.A_NORMAL)
             rule = "=" * (cols - 1)
             if self.history.scroll:
                 rule = " more below: PageDown ".center(cols - 1, "=")
@@ -618,20 +703,74 @@ class Display:
             text, x = self.input.view(cols - 1)  # the last cell of the screen stays empty
             self.put(rows - 1, text)
             scr.move(rows - 1, x)
+        # Rows are measured as curses measures them, but the terminal has tables of its own:
+        # where it finds a row wider than curses did, it must not carry the rest into the
+        # next row (curses turns wrapping on again when it resumes; hence every time).
+        set_autowrap(False)
         with contextlib.suppress(curses.error):  # e.g. the terminal was closed under us
             scr.refresh()
 
     def draw_too_small(self, rows: int, cols: int) -> None:
-        note = wrap(f"terminal too small (need {MIN_COLS}x{MIN_ROWS})", max(1, cols - 1))
+        size = "it says 0x0; " if self.sizeless else ""
+        note = wrap(f"terminal too small ({size}need {MIN_COLS}x{MIN_ROWS})", max(1, cols - 1))
         for y, line in enumerate(note[:rows]):
             self.put(y, clip(line.strip(), cols - 1))
 
-    def put(self, y: int, text: str) -> None:
-        """Write one row. ``text`` must already be printable and fit."""
+    def put(self, y: int, text: str, attr: int = curses.A_NORMAL) -> None:
+        """Write one row. ``text`` must already be printable and fit.
+
+        Should curses find it wider than char_width() did after all, the rest is cut off
+        rather than carried to the start of the next row, where it could pass for a line of
+        its own.
+        """
+        scr = self.stdscr
         with contextlib.suppress(curses.error):
             # curses reports an error after writing the very last cell of a window, because
             # the cursor cannot move past it; the text is on the screen all the same.
-            self.stdscr.addstr(y, 0, text)
+            scr.addstr(y, 0, text, attr)
+        end_y, end_x = scr.getyx()
+        if end_y == y or (end_y, end_x) == (y + 1, 0):  # (y + 1, 0): the row is exactly full
+            return
+        # The rows below are drawn after this one: clear what spilled onto them, and write
+        # the row again one character at a time, stopping where one would leave the row.
+        for spilled in range(y, end_y + 1):
+            scr.move(spilled, 0)
+            scr.clrtoeol()
+        scr.move(y, 0)
+        for ch in text:
+            with contextlib.suppress(curses.error):
+                scr.addstr(ch, attr)
+            if scr.getyx()[0] != y:
+                with contextlib.suppress(curses.error):
+                    scr.move(y + 1, 0)
+                    scr.clrtoeol()
+                break
+
+
+def terminal_size() -> tuple[int, int]:
+    """(rows, columns) the terminal says it has; (0, 0) if it cannot say."""
+    try:
+        size = os.get_terminal_size(sys.stdin.fileno())
+    except OSError:
+        return 0, 0
+    return size.lines, size.columns
+
+
+def set_autowrap(on: bool) -> None:
+    """Let the terminal carry text at the right margin to the next row, or not.
+
+    Only where curses does not count on it: a terminal with the "newline glitch" (xenl, as
+    every xterm-like one has) leaves curses unsure where the cursor is after the last column,
+    so curses moves it explicitly wherever it writes next.
+    """
+    if curses.tigetflag("xenl") <= 0:
+        return
+    sequence = curses.tigetstr("smam" if on else "rmam")
+    if sequence:
+        # Straight to the terminal: curses.putp() goes through C's stdio buffer, which is
+        # flushed long after curses has sent the screen.
+        with contextlib.suppress(OSError):
+            os.write(sys.stdout.fileno(), sequence)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -652,28 +791,59 @@ class TalkProtocol(asyncio.Protocol):
         self.first_line = True  # only the first line can be that busy notice
         self.transport: asyncio.Transport | None = None
         self.decoder = LineDecoder()
-        self.unsent: list[bytes] = []  # lines typed before anyone connected
+        self.unsent: deque[bytes] = deque()  # lines that wait for a transport with room
+        self.unsent_bytes = 0
+        self.paused = False  # the transport's buffer is full: the other side is not reading
         self.closed: asyncio.Future[None] = pubpen.loop.create_future()
 
         self.pubpen.subscribe("outgoing", self.send_message)
 
     def send_message(self, message: str) -> None:
         data = (message + "\n").encode("utf-8", errors="replace")
-        if self.transport is None:
-            self.unsent.append(data)
-        elif self.transport.is_closing():
+        if self.transport is not None and self.transport.is_closing():
             self.pubpen.publish("error", "not sent: the connection is closed")
+        elif self.transport is None or self.paused or self.unsent:
+            self.hold(data, message)
         else:
             self.transport.write(data)
+
+    def hold(self, data: bytes, message: str) -> None:
+        """Keep a line until it can be sent; drop it, and say so, if too much already waits.
+
+        Nothing blocks meanwhile: the keyboard, the screen and ``.`` keep working.
+        """
+        if self.unsent_bytes + len(data) > MAX_UNSENT_BYTES:
+            why = "nobody is connected" if self.transport is None else "they are not reading"
+            self.pubpen.publish("error", f"not sent ({why}): {message}")
+            return
+        self.unsent.append(data)
+        self.unsent_bytes += len(data)
+
+    def send_unsent(self) -> None:
+        """Hand waiting lines to the transport, in order, until its buffer is full."""
+        while self.unsent and not self.paused:
+            assert self.transport is not None
+            if self.transport.is_closing():
+                return
+            data = self.unsent.popleft()
+            self.unsent_bytes -= len(data)
+            self.transport.write(data)  # calls pause_writing() once the buffer is full
+
+    def pause_writing(self) -> None:
+        """asyncio: the transport holds 64 KiB the other side has not read; stop writing."""
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        """asyncio: the other side has read most of it; what waits can go out."""
+        self.paused = False
+        self.send_unsent()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         who = peer_name(transport.get_extra_info("socket"))
         self.pubpen.publish("info", f"Talking to {who} - type . alone on a line to quit")
-        for data in self.unsent:
-            transport.write(data)
-        self.unsent.clear()
+        self.send_unsent()
 
     def data_received(self, data: bytes) -> None:
         self.show_lines(self.decoder.feed(data))
@@ -963,11 +1133,37 @@ def check_terminal() -> None:
         raise TalkError("standard input is not a terminal")
     if not os.isatty(sys.stdout.fileno()):
         raise TalkError("standard output is not a terminal")
+    term = os.environ.get("TERM", "")
     try:
         curses.setupterm(fd=sys.stdout.fileno())
     except curses.error:
-        term = os.environ.get("TERM", "")
         raise TalkError(f"unknown terminal type {term!r} (check TERM)") from None
+    if not curses.tigetstr("cup"):
+        # dumb, hardcopy and glass terminals: curses would print the screen as a stream of
+        # text instead of drawing it.
+        raise TalkError(
+            f"terminal type {term!r} cannot move the cursor, which talk needs (check TERM)"
+        )
+
+
+def use_locale() -> None:
+    """Use the user's locale: curses draws and reads characters, and char_width() measures
+    them, through the C library, which needs it for anything beyond ASCII.
+
+    The C or POSIX locale (none chosen, one that is not installed, or ``LC_ALL=C``) knows
+    only ASCII: curses would draw other characters as blanks and wait forever for a typed
+    ``é`` to make sense, swallowing the keys after it. There, as Python's own C-locale
+    coercion does (PEP 538), characters are UTF-8, which is what terminals speak today. In
+    any other locale, a character it cannot show is drawn as ``<U+XXXX>``.
+    """
+    with contextlib.suppress(locale.Error):
+        locale.setlocale(locale.LC_ALL, "")
+    if locale.setlocale(locale.LC_CTYPE) in ("C", "POSIX"):
+        for name in ("C.UTF-8", "C.utf8", "UTF-8", "en_US.UTF-8"):
+            with contextlib.suppress(locale.Error):
+                locale.setlocale(locale.LC_CTYPE, name)
+                break
+    forget_widths()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -996,12 +1192,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        locale.setlocale(locale.LC_ALL, "")  # curses needs it for anything beyond ASCII
-    except locale.Error:
-        with contextlib.suppress(locale.Error):
-            locale.setlocale(locale.LC_ALL, "C.UTF-8")
-
+    use_locale()
     crashes: list[dict[str, Any]] = []
     try:
         check_terminal()
