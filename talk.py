@@ -29,26 +29,33 @@ event           arguments                   meaning
 
 from __future__ import annotations
 
+# ruff: noqa: E402 (the imports come after the one statement below, on purpose)
+import signal
+import sys
+
+if __name__ == "__main__":
+    # Before the imports below take their tens of milliseconds: until talk has handlers of
+    # its own, Ctrl-C ends it at once, quietly and with status 130, as SIGTERM and SIGHUP
+    # do (a KeyboardInterrupt would print a traceback). There is nothing to clean up yet.
+    signal.signal(signal.SIGINT, lambda signum, _frame: sys.exit(128 + signum))
+
 import argparse
 import asyncio
 import codecs
 import contextlib
 import curses
-import errno
-import fcntl
 import importlib.util
 import locale
 import os
 import pwd
-import signal
+import secrets
 import socket
 import stat
 import struct
-import sys
 import traceback
 import unicodedata
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from functools import partial
 from typing import Any, Union
 
@@ -72,7 +79,7 @@ def use_own_pubmarine() -> None:
 
 
 use_own_pubmarine()
-from pubmarine import PubPen  # noqa: E402 (after use_own_pubmarine(), on purpose)
+from pubmarine import PubPen  # after use_own_pubmarine(), on purpose
 
 PATH = "/var/tmp/talk.sock"
 
@@ -94,8 +101,6 @@ HISTORY_CHARS = 4_000_000
 MIN_ROWS, MIN_COLS = 5, 20
 #: The one line a busy socket says to a third caller before hanging up.
 BUSY_LINE = "talk: busy: someone is already talking on this socket"
-#: How long to wait for another talk that is setting up the same socket.
-LOCK_TIMEOUT = 5.0
 #: How long to let unsent lines drain when hanging up.
 HANGUP_TIMEOUT = 0.4
 
@@ -737,6 +742,23 @@ def peer_name(sock: Any) -> str:
 # 4. Socket set-up: call whoever waits on the socket, or wait there ourselves
 # ---------------------------------------------------------------------------------------------
 
+#: What identifies one socket file, so that talk never removes a file it did not mean to:
+#: (device, inode, modification time). The time tells apart a new file that got the inode
+#: number of a removed one.
+FileId = tuple[int, int, int]
+
+
+def file_id(st: os.stat_result) -> FileId:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
+def is_file(path: str, wanted: FileId) -> bool:
+    """Whether ``path`` (not following a link) is still the file ``wanted``."""
+    try:
+        return file_id(os.lstat(path)) == wanted
+    except OSError:
+        return False
+
 
 class Call:
     """One call, from set-up to hang-up: our protocol and, for the side that waited for the
@@ -747,20 +769,17 @@ class Call:
         protocol: TalkProtocol,
         server: asyncio.AbstractServer | None = None,
         path: str = "",
-        identity: tuple[int, int] = (0, 0),
+        identity: FileId = (0, 0, 0),
     ) -> None:
         self.protocol = protocol
         self.server = server
         self.path = path
-        self.identity = identity  # (st_dev, st_ino) of the socket file we created
+        self.identity = identity  # the socket file we created
 
     async def hang_up(self) -> None:
         """Remove our socket file, stop listening, and let what we wrote go out."""
         if self.server is not None:
-            with contextlib.suppress(OSError):
-                st = os.lstat(self.path)
-                if (st.st_dev, st.st_ino) == self.identity:  # never someone else's file
-                    os.unlink(self.path)
+            remove_own_socket(self.path, self.identity)
             self.server.close()
         self.protocol.close()
         with contextlib.suppress(asyncio.TimeoutError):
@@ -787,112 +806,203 @@ class Switchboard:
         return self.protocol
 
 
-def check_path(path: str) -> os.stat_result | None:
-    """What is at ``path``: nothing (None) or a socket. Anything else is not ours to touch."""
-    if not path or "\0" in path:
-        raise TalkError(f"{path!r} is not a usable socket path")
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise TalkError(f"cannot use {path}: {e.strerror}") from None
-    if not stat.S_ISSOCK(st.st_mode):
-        raise TalkError(
-            f"{path} exists and is not a socket; leaving it alone "
-            "(use --socket PATH to choose another path)"
-        )
-    return st
+#: How many times set-up looks at the path again after it changed under it (another talk
+#: set up there at the same instant). A look takes microseconds, so only someone who keeps
+#: changing the path on purpose can use them all up; nothing in set-up waits.
+SETUP_ROUNDS = 20
+#: The end of every message about a path talk cannot use.
+WAY_OUT = "use --socket PATH to choose another path"
 
 
-@contextlib.asynccontextmanager
-async def setup_lock(path: str) -> AsyncIterator[None]:
-    """Hold an exclusive lock on the socket's directory while we connect or set up.
-
-    Without it two talks started at the same instant could both find nothing listening,
-    and the second would replace the first one's socket (a refused connection cannot tell
-    a dead socket from one whose owner is between bind() and listen()). With it, whoever
-    holds the lock sees the truth: a socket that refuses is stale.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        raise TalkError(f"cannot create socket {path}: {directory} does not exist") from None
-    except OSError:
-        fd = -1  # an unreadable directory cannot be locked; go on without the lock
-    try:
-        deadline = asyncio.get_running_loop().time() + LOCK_TIMEOUT
-        while fd >= 0:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TalkError(f"timed out waiting for the lock on {directory}") from None
-                await asyncio.sleep(0.01)  # another talk is setting up; it takes milliseconds
-            except OSError:
-                break  # this file system cannot lock; go on without the lock
-        yield
-    finally:
-        if fd >= 0:
-            os.close(fd)  # also releases the lock
+def path_error(message: str) -> TalkError:
+    return TalkError(f"{message}; {WAY_OUT}")
 
 
 async def connect_or_wait(pubpen: PubPen, path: str) -> Call:
-    """Connect to whoever waits on ``path``; if nobody does, wait there for someone."""
+    """Connect to whoever waits on ``path``; if nobody does, wait there for someone.
+
+    There is no lock that a stranger could hold: a socket appears at ``path`` only once it
+    is already listening (it is made under a private name and linked into place, which
+    fails if the path is taken). So two talks that arrive at the same instant cannot both
+    end up waiting: the one that loses the race to create the socket finds the other's
+    there on its next look, and a socket that refuses a call is stale, never one that is
+    still being set up.
+    """
+    if not path or "\0" in path:
+        raise path_error(f"{path!r} is not a usable socket path")
     loop = pubpen.loop
-    check_path(path)  # before connecting: a symlink to someone's socket is not ours to follow
-    async with setup_lock(path):
-        try:
-            # Try the client side first, as in the guide.
+    for _ in range(SETUP_ROUNDS):
+        # Try the client side first, as in the guide.
+        sock = dial(path)
+        if sock is not None:
             _transport, protocol = await loop.create_unix_connection(
-                partial(TalkProtocol, pubpen, dialled=path), path
+                partial(TalkProtocol, pubpen, dialled=path), sock=sock
             )
             assert isinstance(protocol, TalkProtocol)
             return Call(protocol)
-        except (FileNotFoundError, ConnectionRefusedError):
-            pass  # nobody is there: we answer
-        except OSError as e:
-            raise TalkError(f"cannot connect to {path}: {e.strerror or e}") from None
+        # Nobody is there: we answer, unless another talk just got there first.
+        listening = listen_on(path)
+        if listening is not None:
+            sock, identity = listening
+            protocol = TalkProtocol(pubpen)
+            try:
+                server = await loop.create_unix_server(Switchboard(protocol), sock=sock)
+            except BaseException:  # cancelled by a signal: leave nothing behind
+                remove_own_socket(path, identity)
+                sock.close()
+                raise
+            pubpen.publish("info", f"Waiting for someone to connect to {path}")
+            return Call(protocol, server, path, identity)
+    raise path_error(f"{path} keeps changing while talk sets up")
 
-        sock = listen_on(path)
-        st = os.stat(path)
-        protocol = TalkProtocol(pubpen)
-        server = await loop.create_unix_server(Switchboard(protocol), sock=sock)
-    pubpen.publish("info", f"Waiting for someone to connect to {path}")
-    return Call(protocol, server, path, (st.st_dev, st.st_ino))
 
+def dial(path: str) -> socket.socket | None:
+    """A socket connected to whoever listens at ``path``; None if nobody does (nothing is
+    there, or a stale socket that is then removed).
 
-def listen_on(path: str) -> socket.socket:
-    """Create the listening socket at ``path``, replacing a stale one. Call under the lock."""
-    old = check_path(path)
-    if old is not None:
-        # Nobody answered while we hold the lock, so this socket is left over from a talk
-        # that died without cleaning up.
+    The path is opened without following a symbolic link and the call goes through that
+    open file (``/proc/self/fd/N``): what talk connects to is what it checked, even if the
+    path is swapped for a link in between.
+    """
+    fd = open_socket_file(path)
+    if fd is None:
+        return None
+    try:
+        st = os.fstat(fd)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            os.unlink(path)
-        except PermissionError:
-            owner = user_name(old.st_uid)
-            raise TalkError(
-                f"{path} is a stale socket owned by {owner} and cannot be removed; "
-                "use --socket PATH to choose another path"
+            # A UNIX socket connects or fails at once; nothing is ever left in progress.
+            sock.connect(f"/proc/self/fd/{fd}")
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    except ConnectionRefusedError:
+        remove_stale(path, file_id(st))
+        return None
+    except BlockingIOError:  # EAGAIN: the listener has more calls queued than it takes
+        owner = user_name(st.st_uid)
+        raise TalkError(
+            f"{path} is busy: the program listening there ({owner}'s) is not taking calls; "
+            "use --socket PATH to start another conversation"
+        ) from None
+    except PermissionError:
+        owner = user_name(st.st_uid)
+        raise path_error(
+            f"cannot connect to {path}: permission denied (it belongs to {owner})"
+        ) from None
+    except OSError as e:
+        raise path_error(f"cannot connect to {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
+def open_socket_file(path: str) -> int | None:
+    """An ``O_PATH`` descriptor of the socket at ``path``, or None if nothing is there.
+
+    Anything that is not a socket, a symbolic link included, is left alone.
+    """
+    try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise path_error(f"cannot use {path}: {e.strerror or e}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISSOCK(st.st_mode):
+        os.close(fd)
+        owner = user_name(st.st_uid)
+        raise TalkError(
+            f"{path} exists and is not a socket (it is {owner}'s); leaving it alone ({WAY_OUT})"
+        )
+    return fd
+
+
+def private_name(path: str) -> str:
+    """A new, unguessable name beside ``path``, for a file nobody else knows about yet."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return os.path.join(directory, f".talk-{secrets.token_hex(6)}")
+
+
+def remove_stale(path: str, stale: FileId) -> None:
+    """Remove the stale socket ``stale`` from ``path``, and nothing else.
+
+    Another talk may have replaced it with its live socket since we looked, so what is at
+    ``path`` is first moved aside to a private name; it is removed there if it is the
+    stale socket, and put back otherwise (with ``link()``, which never replaces anything).
+    """
+    aside = private_name(path)
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return  # another talk removed it first
+    except PermissionError:
+        if is_file(path, stale):
+            owner = user_name(os.lstat(path).st_uid)
+            raise path_error(
+                f"{path} is a stale socket owned by {owner} and cannot be removed"
             ) from None
-        except FileNotFoundError:
-            pass
+        return  # it is not the stale socket any more: look again
+    except OSError as e:
+        raise path_error(f"cannot remove the stale socket {path}: {e.strerror or e}") from None
+    if is_file(aside, stale):
+        os.unlink(aside)
+        return
+    try:
+        os.link(aside, path)
+    except OSError:
+        raise path_error(
+            f"{path} changed while talk was removing a stale socket there; "
+            f"what was there is now {aside}"
+        ) from None
+    os.unlink(aside)
+
+
+def listen_on(path: str) -> tuple[socket.socket, FileId] | None:
+    """A socket listening at ``path`` and its file; None if another program got there first.
+
+    The socket is bound and listening under a private name before it appears at ``path``
+    (``link()`` puts it there only if the path is free). Its mode is set by the umask at
+    ``bind()``: read-write for everyone, since talk is between users; a ``chmod(path)``
+    afterwards could be sent through a link that someone put at the path in between.
+    """
+    private = private_name(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(path)
-        # Talk is between users: let everyone on the machine connect (the umask would not).
-        os.chmod(path, 0o666)
+        umask = os.umask(0o111)  # a socket is made 0o777 & ~umask: 0o666
+        try:
+            sock.bind(private)
+        finally:
+            os.umask(umask)
+        st = os.lstat(private)
+        if not stat.S_ISSOCK(st.st_mode):  # replaced: only where others may write the directory
+            sock.close()
+            return None
         sock.listen(8)
+        os.link(private, path)
+    except FileExistsError:
+        sock.close()
+        return None
     except OSError as e:
         sock.close()
-        if e.errno == errno.EADDRINUSE:
-            raise TalkError(f"{path} was taken by another program just now; try again") from None
-        raise TalkError(f"cannot create socket {path}: {e.strerror or e}") from None
+        directory = os.path.dirname(private)
+        reason = e.strerror or str(e)
+        if not os.path.isdir(directory):
+            reason = f"{directory} does not exist"
+        raise path_error(f"cannot create socket {path}: {reason}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(private)
     sock.setblocking(False)
-    return sock
+    return sock, file_id(st)
+
+
+def remove_own_socket(path: str, identity: FileId) -> None:
+    """Remove the socket file we created at ``path``, if it is still there; never another."""
+    if is_file(path, identity):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def user_name(uid: int) -> str:
@@ -944,8 +1054,16 @@ async def converse(path: str, crashes: list[dict[str, Any]]) -> tuple[str, int]:
         loop.add_signal_handler(signum, pubpen.publish, "quit", reason, 128 + signum)
     try:
         # The socket first: a problem with the path is then a plain message, with no
-        # flash of a screen that curses sets up only to take down again.
-        call = await connect_or_wait(pubpen, path)
+        # flash of a screen that curses sets up only to take down again. A signal during
+        # set-up ends it there and then.
+        setting_up = asyncio.ensure_future(connect_or_wait(pubpen, path))
+        await asyncio.wait((setting_up, ending), return_when=asyncio.FIRST_COMPLETED)
+        if not setting_up.done():  # the program is to end before set-up did
+            setting_up.cancel()
+            await asyncio.wait((setting_up,))
+        if setting_up.cancelled():
+            return ending.result()
+        call = setting_up.result()
         await pubpen.drain()  # let the Display hear the news first, so it draws it at once
         try:
             with display:
