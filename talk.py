@@ -9,6 +9,7 @@ Read it top to bottom:
 2. ``Display``: everything curses, a context manager like in the guide;
 3. ``TalkProtocol``: everything socket, an ``asyncio.Protocol`` like in the guide;
 4. socket set-up: connect to someone already waiting, or wait on the socket ourselves;
+   for a private call (``talk.py USER``), telling USER (4b) and listing who waits (4c);
 5. ``main()``: one ``PubPen`` wired to the two halves, and the exit status.
 
 The halves never call each other: they publish and subscribe to events on the shared
@@ -48,7 +49,9 @@ import importlib.util
 import locale
 import os
 import pwd
+import re
 import secrets
+import shutil
 import socket
 import stat
 import struct
@@ -101,6 +104,8 @@ HISTORY_CHARS = 4_000_000
 MIN_ROWS, MIN_COLS = 5, 20
 #: The one line a busy socket says to a third caller before hanging up.
 BUSY_LINE = "talk: busy: someone is already talking on this socket"
+#: How the one line starts that a private call says to anyone but the person called.
+PRIVATE_LINE = "talk: private: "
 #: How long to let unsent lines drain when hanging up.
 HANGUP_TIMEOUT = 0.4
 
@@ -696,6 +701,10 @@ class TalkProtocol(asyncio.Protocol):
                     1,
                 )
                 return
+            if self.first_line and self.dialled and line.startswith(PRIVATE_LINE):
+                private = printable(line[len(PRIVATE_LINE) :])
+                self.pubpen.publish("quit", f"{self.dialled} is private: {private}", 1)
+                return
             self.first_line = False
             self.pubpen.publish("incoming", line, YOU)
 
@@ -719,22 +728,35 @@ class TalkProtocol(asyncio.Protocol):
             self.closed.set_result(None)  # nobody ever connected: nothing to wait for
 
 
-class BusyProtocol(asyncio.Protocol):
-    """What a third caller gets: one line saying the socket is busy, then the line goes dead."""
+class Refusal(asyncio.Protocol):
+    """What a caller who may not join gets: one line saying why, then the line goes dead."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        transport.write(BUSY_LINE.encode() + b"\n")
+        transport.write(self.line.encode() + b"\n")
         transport.close()
+
+
+def peer_credentials(sock: Any) -> tuple[int, int] | None:
+    """(pid, uid) of the process at the other end, from the kernel (SO_PEERCRED); None
+    where the system cannot say."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (AttributeError, OSError):
+        return None
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
 
 
 def peer_name(sock: Any) -> str:
     """Who is at the other end, from the kernel (SO_PEERCRED), never from what they send."""
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except (AttributeError, OSError):
+    creds = peer_credentials(sock)
+    if creds is None:
         return "someone (identity unknown)"
-    pid, uid, _gid = struct.unpack("3i", creds)
+    pid, uid = creds
     return f"{printable(user_name(uid))} (pid {pid})"
 
 
@@ -775,9 +797,12 @@ class Call:
         self.server = server
         self.path = path
         self.identity = identity  # the socket file we created
+        self.ringing: asyncio.Future[None] | None = None  # telling the party we call
 
     async def hang_up(self) -> None:
         """Remove our socket file, stop listening, and let what we wrote go out."""
+        if self.ringing is not None:
+            self.ringing.cancel()
         if self.server is not None:
             remove_own_socket(self.path, self.identity)
             self.server.close()
@@ -791,19 +816,70 @@ class Call:
                 await asyncio.wait_for(self.server.wait_closed(), HANGUP_TIMEOUT)
 
 
-class Switchboard:
-    """The server's protocol factory: the first caller gets the conversation, later ones
-    are told the socket is busy (the two who are talking notice nothing)."""
+class Party:
+    """The person a private call is for (``talk.py USER``), and where the two of you meet.
 
-    def __init__(self, protocol: TalkProtocol) -> None:
+    Both sides derive the same short list of meeting places from the two uids, in the same
+    order, so a stale socket or a path that someone else squats does not stop them: each
+    side skips it and both end up at the same next one.
+    """
+
+    def __init__(self, user: pwd.struct_passwd, me: pwd.struct_passwd, base: str) -> None:
+        self.login = user.pw_name
+        self.uid = user.pw_uid
+        self.me = me.pw_name
+        self.paths = [base] + [f"{base}.{n}" for n in range(1, MEETING_PLACES)]
+        self.answer = ""  # the command that answers the call, for the notice
+
+
+#: How many meeting places a private call has: its path and this many minus one spares.
+MEETING_PLACES = 4
+
+
+def meeting_path(directory: str, uid: int, other: int) -> str:
+    """Where ``uid`` and ``other`` meet for a private call, whichever of them calls."""
+    low, high = sorted((uid, other))
+    return os.path.join(directory, f"talk-{low}-{high}.sock")
+
+
+class Switchboard:
+    """The server's protocol factory: every caller first meets a Doorkeeper."""
+
+    def __init__(self, protocol: TalkProtocol, party: Party | None = None) -> None:
         self.protocol = protocol
+        self.party = party
         self.answered = False
 
     def __call__(self) -> asyncio.Protocol:
-        if self.answered:
-            return BusyProtocol()
-        self.answered = True
-        return self.protocol
+        return Doorkeeper(self)
+
+
+class Doorkeeper(asyncio.Protocol):
+    """Lets the first caller who may join through to the conversation and turns everyone
+    else away with one line: later callers are told the socket is busy, and on a private
+    call anyone but the person called is told it is private. Whoever is waiting sees only a
+    note on the status line; the two who are talking notice nothing."""
+
+    def __init__(self, switchboard: Switchboard) -> None:
+        self.switchboard = switchboard
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        board, protocol = self.switchboard, self.switchboard.protocol
+        creds = peer_credentials(transport.get_extra_info("socket"))
+        if board.answered:
+            door: asyncio.Protocol = Refusal(BUSY_LINE)
+        elif board.party is not None and (creds is None or creds[1] != board.party.uid):
+            party = board.party
+            door = Refusal(
+                f"{PRIVATE_LINE}this conversation is between {party.me} and {party.login}"
+            )
+            who = peer_name(transport.get_extra_info("socket"))
+            protocol.pubpen.publish("info", f"Turned away {who}; still waiting for {party.login}")
+        else:
+            board.answered = True
+            door = protocol
+        transport.set_protocol(door)
+        door.connection_made(transport)
 
 
 #: How many times set-up looks at the path again after it changed under it (another talk
@@ -818,7 +894,7 @@ def path_error(message: str) -> TalkError:
     return TalkError(f"{message}; {WAY_OUT}")
 
 
-async def connect_or_wait(pubpen: PubPen, path: str) -> Call:
+async def connect_or_wait(pubpen: PubPen, path: str, party: Party | None = None) -> Call:
     """Connect to whoever waits on ``path``; if nobody does, wait there for someone.
 
     There is no lock that a stranger could hold: a socket appears at ``path`` only once it
@@ -827,33 +903,89 @@ async def connect_or_wait(pubpen: PubPen, path: str) -> Call:
     end up waiting: the one that loses the race to create the socket finds the other's
     there on its next look, and a socket that refuses a call is stale, never one that is
     still being set up.
+
+    A private call (``party``) does the same over the party's meeting places, in order:
+    it calls the first where the party is listening, skips those held by anyone else, and
+    otherwise waits at the first free one for the party alone.
     """
-    if not path or "\0" in path:
-        raise path_error(f"{path!r} is not a usable socket path")
+    places = [path] if party is None else party.paths
+    for place in places:
+        if not place or "\0" in place:
+            raise path_error(f"{place!r} is not a usable socket path")
     loop = pubpen.loop
     for _ in range(SETUP_ROUNDS):
         # Try the client side first, as in the guide.
-        sock = dial(path)
-        if sock is not None:
+        free: list[str] = []
+        held: list[str] = []  # who holds the places we may not use, for the status line
+        for place in places:
+            try:
+                sock = dial(place)
+            except TalkError:
+                if party is None:
+                    raise
+                held.append(f"{os.path.basename(place)} is held by {owner_of(place)}")
+                continue
+            if sock is None:
+                free.append(place)
+                continue
+            holder = peer_credentials(sock)
+            if party is not None and (holder is None or holder[1] != party.uid):
+                sock.close()
+                someone = "someone" if holder is None else user_name(holder[1])
+                held.append(f"{os.path.basename(place)} is held by {someone}")
+                continue
             _transport, protocol = await loop.create_unix_connection(
-                partial(TalkProtocol, pubpen, dialled=path), sock=sock
+                partial(TalkProtocol, pubpen, dialled=place), sock=sock
             )
             assert isinstance(protocol, TalkProtocol)
             return Call(protocol)
         # Nobody is there: we answer, unless another talk just got there first.
-        listening = listen_on(path)
+        if not free:
+            assert party is not None  # one place: dial() either raised or left it free
+            raise path_error(f"no free place to meet {party.login}: " + "; ".join(held))
+        listening = listen_on(free[0])
         if listening is not None:
-            sock, identity = listening
-            protocol = TalkProtocol(pubpen)
-            try:
-                server = await loop.create_unix_server(Switchboard(protocol), sock=sock)
-            except BaseException:  # cancelled by a signal: leave nothing behind
-                remove_own_socket(path, identity)
-                sock.close()
-                raise
-            pubpen.publish("info", f"Waiting for someone to connect to {path}")
-            return Call(protocol, server, path, identity)
+            return await wait_on(pubpen, free[0], listening, party, held)
     raise path_error(f"{path} keeps changing while talk sets up")
+
+
+async def wait_on(
+    pubpen: PubPen,
+    path: str,
+    listening: tuple[socket.socket, FileId],
+    party: Party | None,
+    held: list[str],
+) -> Call:
+    """Serve on the socket that ``listen_on()`` made, and say so (for a private call, tell
+    the party too)."""
+    sock, identity = listening
+    protocol = TalkProtocol(pubpen)
+    try:
+        server = await pubpen.loop.create_unix_server(Switchboard(protocol, party), sock=sock)
+    except BaseException:  # cancelled by a signal: leave nothing behind
+        remove_own_socket(path, identity)
+        sock.close()
+        raise
+    call = Call(protocol, server, path, identity)
+    if party is None:
+        pubpen.publish("info", f"Waiting for someone to connect to {path}")
+    else:
+        pubpen.publish("info", f"Waiting for {party.login}{held_note(held)} on {path}")
+        call.ringing = asyncio.ensure_future(ring(pubpen, party, protocol, held))
+    return call
+
+
+def held_note(held: list[str]) -> str:
+    """`` (talk-1-2.sock is held by mallory)``, or nothing if no meeting place was."""
+    return f" ({'; '.join(held)})" if held else ""
+
+
+def owner_of(path: str) -> str:
+    """The login name of whoever owns ``path`` (not following a link)."""
+    try:
+        return user_name(os.lstat(path).st_uid)
+    except OSError:
+        return "someone"
 
 
 def dial(path: str) -> socket.socket | None:
@@ -1014,6 +1146,239 @@ def user_name(uid: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# 4b. Telling the person you call, as talkd does for talk(1)
+# ---------------------------------------------------------------------------------------------
+
+#: The login records, as who(1) reads them; the environment variable names another file.
+UTMP_PATH = "/var/run/utmp"
+UTMP_ENV = "TALK_UTMP"
+#: glibc's ``struct utmp`` on Linux: type, pid, line, id, user, host, exit, session, time,
+#: address, reserved.
+UTMP_RECORD = struct.Struct("=hxxi32s4s32s256shhiii4i20x")
+USER_PROCESS = 7
+#: Tell the party again this often while waiting, at most this many times in all.
+RING_EVERY = 30.0
+RING_TIMES = 10
+#: How long one write(1) may take before talk gives up on that terminal.
+WRITE_TIMEOUT = 5.0
+
+
+def logged_in_terminals(login: str, utmp: str) -> list[str]:
+    """The terminals (``pts/3``) where ``login`` is logged in, from the login records."""
+    try:
+        with open(utmp, "rb") as records:
+            data = records.read()
+    except OSError:
+        return []
+    terminals = []
+    size = UTMP_RECORD.size
+    for start in range(0, len(data) - size + 1, size):
+        fields = UTMP_RECORD.unpack_from(data, start)
+        kind, line, user = fields[0], fields[2], fields[4]
+        line_name = line.split(b"\0")[0].decode("utf-8", "replace")
+        if (
+            kind == USER_PROCESS
+            and user.split(b"\0")[0].decode("utf-8", "replace") == login
+            and line_name
+            and ".." not in line_name.split("/")
+            and line_name not in terminals
+        ):
+            terminals.append(line_name)
+    return terminals
+
+
+def accepts_messages(terminal: str) -> bool:
+    """Whether ``mesg y`` is set on ``terminal``: its group may write to it."""
+    try:
+        return bool(os.stat(f"/dev/{terminal}").st_mode & stat.S_IWGRP)
+    except OSError:
+        return False
+
+
+def own_terminal() -> str:
+    """The terminal talk runs on (``pts/3``), never one to send a notice to."""
+    try:
+        return os.ttyname(sys.stdin.fileno()).removeprefix("/dev/")
+    except OSError:
+        return ""
+
+
+def answer_command(party: Party, socket_option: str | None) -> str:
+    """What the party types to answer."""
+    here = os.path.abspath(__file__)
+    command = f"python3 {here} {party.me}"
+    return command if socket_option is None else f"{command} --socket {socket_option}"
+
+
+async def tell(party: Party, notice: str) -> str:
+    """Send ``notice`` to each of the party's terminals that accepts messages, through
+    write(1) (setgid tty on most systems, so talk needs no privilege of its own); return
+    what happened, for the status line.
+
+    Nothing write(1) prints can reach talk's screen: its output is read here, and it runs
+    in a session of its own, without a controlling terminal.
+    """
+    terminals = logged_in_terminals(party.login, os.environ.get(UTMP_ENV, UTMP_PATH))
+    mine = own_terminal()
+    terminals = [t for t in terminals if t != mine]
+    if not terminals:
+        return f"{party.login} is not logged in"
+    open_terminals = [t for t in terminals if accepts_messages(t)]
+    if not open_terminals:
+        return f"{party.login} is refusing messages"
+    write = shutil.which("write")
+    if write is None:
+        return "write(1) is not installed"
+    told: list[str] = []
+    failed: list[str] = []
+    for terminal in open_terminals:
+        process = await asyncio.create_subprocess_exec(
+            write,
+            party.login,
+            terminal,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            await asyncio.wait_for(process.communicate(notice.encode()), WRITE_TIMEOUT)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+        (told if process.returncode == 0 else failed).append(terminal)
+    news = []
+    if told:
+        news.append(f"told {party.login} on {', '.join(told)}")
+    if failed:
+        news.append(f"write(1) failed on {', '.join(failed)}")
+    return "; ".join(news)
+
+
+async def ring(pubpen: PubPen, party: Party, protocol: TalkProtocol, held: list[str]) -> None:
+    """While nobody has answered, tell the party every RING_EVERY seconds, RING_TIMES times
+    at most, and show what happened on the status line."""
+    notice = f"{party.me} wants to talk. Answer with: {party.answer}\n"
+    for n in range(1, RING_TIMES + 1):
+        news = await tell(party, notice)
+        if protocol.transport is not None:
+            return  # answered meanwhile: the status line says who with
+        again = "" if n == 1 else f" (again: {n} of {RING_TIMES})"
+        pubpen.publish("info", f"Waiting for {party.login}{held_note(held)}: {news}{again}")
+        await asyncio.sleep(RING_EVERY)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4c. Who is waiting to talk to you (--list)
+# ---------------------------------------------------------------------------------------------
+
+#: The kernel's socket table, as ``ss -xl`` reads it (sock_diag over netlink).
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST_DUMP = 0x301
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+TCP_LISTEN = 10
+UDIAG_SHOW_VFS = 2
+UNIX_DIAG_VFS = 1
+NETLINK_HEADER = struct.Struct("=IHHII")
+
+
+def listening_files() -> set[tuple[int, int]] | None:
+    """(device, inode) of every socket file that some process listens on, or None if the
+    system cannot say. Asking the kernel disturbs nobody; calling each socket to see whether
+    it answers would look like a caller to a talk that waits there."""
+    request = struct.pack(
+        "=BBHIIIII",
+        socket.AF_UNIX,
+        0,
+        0,
+        1 << TCP_LISTEN,
+        0,
+        UDIAG_SHOW_VFS,
+        0xFFFFFFFF,
+        0xFFFFFFFF,
+    )
+    header = NETLINK_HEADER.pack(
+        NETLINK_HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, 1, 0
+    )
+    found: set[tuple[int, int]] = set()
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as table:
+            table.send(header + request)
+            while True:
+                data = table.recv(1 << 16)
+                offset = 0
+                while offset + NETLINK_HEADER.size <= len(data):
+                    length, kind = NETLINK_HEADER.unpack_from(data, offset)[:2]
+                    if kind == NLMSG_DONE:
+                        return found
+                    if kind == NLMSG_ERROR or length < NETLINK_HEADER.size:
+                        return None
+                    # The attributes follow the header and a 16-byte unix_diag_msg.
+                    attribute, end = offset + NETLINK_HEADER.size + 16, offset + length
+                    while attribute + 4 <= end:
+                        size, kind = struct.unpack_from("=HH", data, attribute)
+                        if size < 4:
+                            break
+                        if kind == UNIX_DIAG_VFS:
+                            inode, device = struct.unpack_from("=II", data, attribute + 4)
+                            found.add((device, inode))
+                        attribute += (size + 3) & ~3
+                    offset += (length + 3) & ~3
+    except OSError:
+        return None
+
+
+def listener_at(path: str, live: set[tuple[int, int]] | None) -> os.stat_result | None:
+    """The socket file at ``path`` if some process listens on it (if we cannot tell, any)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(st.st_mode):
+        return None
+    kernel_device = os.major(st.st_dev) << 20 | os.minor(st.st_dev)  # the kernel's dev_t
+    if live is not None and (kernel_device, st.st_ino) not in live:
+        return None  # stale
+    return st
+
+
+def list_waiting(socket_option: str | None) -> int:
+    """Print who is waiting to talk to you, with the command that answers each; exit 0."""
+    me = os.getuid()
+    shared = socket_option or PATH
+    directory = os.path.dirname(os.path.abspath(shared))
+    here = f"python3 {os.path.abspath(__file__)}"
+    live = listening_files()
+    lines = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        names = []
+    for name in names:
+        match = re.fullmatch(r"talk-(\d+)-(\d+)\.sock(?:\.\d+)?", name)
+        if match is None or me not in (int(match[1]), int(match[2])):
+            continue
+        low, high = int(match[1]), int(match[2])
+        st = listener_at(os.path.join(directory, name), live)
+        if st is None or st.st_uid not in (low, high) or (st.st_uid == me and low != high):
+            continue  # stale, a squatter's, or your own call to someone else
+        caller = printable(user_name(st.st_uid))
+        base = meeting_path(directory, low, high)
+        option = "" if directory == os.path.dirname(PATH) else f" --socket {base}"
+        lines.append(f"{caller} is waiting to talk to you: {here} {caller}{option}")
+    st = listener_at(shared, live)
+    if st is not None and st.st_uid != me:
+        option = "" if socket_option is None else f" --socket {shared}"
+        who = printable(user_name(st.st_uid))
+        lines.append(f"{who} is waiting for anyone on {shared}: {here}{option}")
+    if live is None and lines:
+        lines.append("(talk cannot tell here whether these are still there or left over)")
+    print("\n".join(lines) if lines else "Nobody is waiting to talk to you.")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # 5. main(): wire one PubPen to the two halves
 # ---------------------------------------------------------------------------------------------
 
@@ -1026,7 +1391,9 @@ ENDING_SIGNALS = {
 }
 
 
-async def converse(path: str, crashes: list[dict[str, Any]]) -> tuple[str, int]:
+async def converse(
+    path: str, crashes: list[dict[str, Any]], party: Party | None = None
+) -> tuple[str, int]:
     """The guide's main block: connect (or wait for a caller), then show the conversation
     until it ends. Returns why it ended and the exit status.
 
@@ -1056,7 +1423,7 @@ async def converse(path: str, crashes: list[dict[str, Any]]) -> tuple[str, int]:
         # The socket first: a problem with the path is then a plain message, with no
         # flash of a screen that curses sets up only to take down again. A signal during
         # set-up ends it there and then.
-        setting_up = asyncio.ensure_future(connect_or_wait(pubpen, path))
+        setting_up = asyncio.ensure_future(connect_or_wait(pubpen, path, party))
         await asyncio.wait((setting_up, ending), return_when=asyncio.FIRST_COMPLETED)
         if not setting_up.done():  # the program is to end before set-up did
             setting_up.cancel()
@@ -1091,10 +1458,13 @@ def check_terminal() -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="talk",
+        usage="%(prog)s [--socket PATH] [USER]\n       %(prog)s --list [--socket PATH]",
         description=(
-            "Chat, line by line, with another person logged into this machine. The first "
-            "to start talk waits on the socket; the second connects to it. Type a line and "
-            'press Enter to send it; a line with only "." quits.'
+            "Chat, line by line, with another person logged into this machine. "
+            "Without USER: the first to start talk waits on the shared socket; the second "
+            "connects to it. With USER (a login name or uid): a private call between you and "
+            "USER, who is told on their terminals how to answer. Type a line and press Enter "
+            'to send it; a line with only "." quits.'
         ),
         epilog=(
             "Keys: Backspace or Ctrl-H and Delete erase, Left/Right/Home/End (Ctrl-A, Ctrl-E) "
@@ -1103,17 +1473,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ),
     )
     parser.add_argument(
+        "user",
+        metavar="USER",
+        nargs="?",
+        help="call USER privately: only USER can join, and you can only reach USER",
+    )
+    parser.add_argument(
         "--socket",
         metavar="PATH",
-        default=PATH,
-        help=f"the UNIX socket to meet on (default: {PATH}); pick another to have a "
+        help=f"the UNIX socket to meet on (default: {PATH}, or for a call to USER a path "
+        f"in {os.path.dirname(PATH)} made from both uids); pick another to have a "
         "conversation of your own",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print who is waiting to talk to you, and the command that answers each",
+    )
+    args = parser.parse_args(argv)
+    if args.list and args.user is not None:
+        parser.error("--list takes no USER")
+    return args
+
+
+def find_user(name: str) -> pwd.struct_passwd:
+    """The account named ``name``, a login name or a numeric uid."""
+    try:
+        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, OverflowError):
+        raise TalkError(f"no such user: {printable(name)}") from None
+
+
+def make_party(name: str, socket_option: str | None) -> Party:
+    """The private call to ``name``: who, where the two meet, and how they answer."""
+    user = find_user(name)
+    me = pwd.getpwuid(os.getuid())
+    base = socket_option or meeting_path(os.path.dirname(PATH), me.pw_uid, user.pw_uid)
+    party = Party(user, me, base)
+    party.answer = answer_command(party, socket_option)
+    return party
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list:
+        return list_waiting(args.socket)
     try:
         locale.setlocale(locale.LC_ALL, "")  # curses needs it for anything beyond ASCII
     except locale.Error:
@@ -1122,8 +1526,9 @@ def main(argv: list[str] | None = None) -> int:
 
     crashes: list[dict[str, Any]] = []
     try:
+        party = None if args.user is None else make_party(args.user, args.socket)
         check_terminal()
-        reason, status = asyncio.run(converse(args.socket, crashes))
+        reason, status = asyncio.run(converse(args.socket or PATH, crashes, party))
     except TalkError as e:
         reason, status = str(e), 1
     except KeyboardInterrupt:  # Ctrl-C before talk's own signal handlers are in place

@@ -66,6 +66,7 @@ def leftovers(directory: str, *expected: str) -> list[str]:
 
 @pytest.fixture
 def code_dir() -> Iterator[str]:
+    """talk.py and pubmarine.py where other users can read them."""
     directory = world_readable_copy()
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
