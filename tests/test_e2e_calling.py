@@ -296,7 +296,8 @@ def test_calling_yourself_from_two_terminals_works(spawn, sock_path):
     env = child_env(TALK_UTMP="/nonexistent")
     first = spawn(sock_path, args=[str(TALK_PY), LOGIN, "--socket", sock_path], env=env)
     status_of(first, f"Waiting for {LOGIN}")
-    second = spawn(sock_path, args=[str(TALK_PY), LOGIN, "--socket", sock_path], env=env)
+    # the other terminal names you by uid, which works as well as the login name
+    second = spawn(sock_path, args=[str(TALK_PY), str(os.getuid()), "--socket", sock_path], env=env)
     talking(first, LOGIN, second.pid)
     talking(second, LOGIN, first.pid)
     second.send_line("hello me")
