@@ -1,14 +1,15 @@
-"""Run talk.py as another local user, in a pty, for the end-to-end tests that need one.
+"""Run talk.py as another local user, for the end-to-end tests that need one.
 
-Not a test file: the end-to-end tests import it.
+Not a test file: the end-to-end tests import it (and conftest.py makes fixtures of it).
 
-Other users cannot read a checkout under root's 0700 home, nor run a Python that lives there,
-so ``world_readable_copy()`` copies talk.py and pubmarine.py into a temporary directory that
-anyone may read, and ``python_for_others()`` finds an interpreter that anyone may run. The
-wrapper ``_AS_USER`` drops to the user's uid, gid and groups and then execs Python: the pid
-that pexpect sees is the pid of talk.py itself.
+The checkout may be private (root's 0700 home, a clone in a ``mktemp -d``): other users can
+neither read talk.py there nor start in it. So ``readable_copy()`` copies talk.py and
+pubmarine.py into a fresh directory that every user can reach, ``python_for_others()`` finds an
+interpreter that every user may run, and ``spawn_as`` starts the copy, in that directory, through
+``AS_USER``: a few lines of Python, run as root, that drop to the user's uid, gid and groups and
+then exec the interpreter, so the pid that pexpect sees is the pid of talk.py itself.
 
-Creating users needs root; ``needs_root`` skips a test with the reason otherwise.
+Switching users needs root: ``needs_root`` skips a test, with the reason, otherwise.
 """
 
 from __future__ import annotations
@@ -19,19 +20,19 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from terminal import REPO_ROOT, Talk, child_env
+from terminal import REPO_ROOT, Talk, child_env, searchable_by_others, socket_dir
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root to create users and run talk.py as them"
 )
 
-# Runs argv[4:] as uid argv[1], gid argv[2], with the groups of login argv[3] (none if "-").
-_AS_USER = (
+#: ``python -c AS_USER UID GID LOGIN PROGRAM ARGS...`` runs PROGRAM ARGS... as uid UID and gid
+#: GID, with the supplementary groups of LOGIN, or none if LOGIN is "-" (a uid with no account).
+AS_USER = (
     "import os, sys\n"
     "uid, gid, login = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]\n"
     "os.setgroups([])\n"
@@ -43,37 +44,40 @@ _AS_USER = (
 )
 
 
-def _usable_by_others(path: str) -> bool:
-    """Anyone may run ``path``: it and every directory above it are executable by others."""
-    path = os.path.realpath(path)
-    if not os.stat(path).st_mode & stat.S_IXOTH:
-        return False
-    parent = os.path.dirname(path)
-    while parent != os.path.dirname(parent):
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return False
-        parent = os.path.dirname(parent)
-    return True
-
-
 def python_for_others() -> str:
     """A Python that another user can run (ours may live under root's 0700 home)."""
     for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
-        if candidate and os.path.exists(candidate) and _usable_by_others(candidate):
+        if not candidate or not os.path.exists(candidate):
+            continue
+        real = os.path.realpath(candidate)  # a venv's python is a link to the real one
+        if os.stat(real).st_mode & stat.S_IXOTH and searchable_by_others(os.path.dirname(real)):
             return candidate
     pytest.skip("no Python interpreter that other users may run")
 
 
-def world_readable_copy() -> str:
-    """A new directory, readable by everyone, holding copies of talk.py and pubmarine.py.
-
-    The caller removes it (``shutil.rmtree``).
+def readable_copy() -> str:
+    """A fresh directory that every user can reach, holding copies of talk.py and pubmarine.py
+    that every user can read; skips the test if there is no such place. The caller removes it.
     """
-    directory = tempfile.mkdtemp(prefix="talk-code-")
-    os.chmod(directory, 0o755)
-    for name in ("talk.py", "pubmarine.py"):
-        shutil.copy(REPO_ROOT / name, os.path.join(directory, name))
-        os.chmod(os.path.join(directory, name), 0o644)
+    try:
+        directory = socket_dir(prefix="talk-prog-", public=True)
+    except OSError as error:
+        pytest.skip(f"no directory that other users can read: {error}")
+    for module in ("talk.py", "pubmarine.py"):
+        copy = os.path.join(directory, module)
+        shutil.copyfile(REPO_ROOT / module, copy)
+        os.chmod(copy, 0o644)
+    return directory
+
+
+def shared_dir(prefix: str, mode: int) -> str:
+    """A fresh directory of root's with ``mode`` (0o1777: like /var/tmp) that every user can
+    reach; skips the test if there is no such place. The caller removes it."""
+    try:
+        directory = socket_dir(prefix=prefix, public=True)
+    except OSError as error:
+        pytest.skip(f"no directory that other users can reach: {error}")
+    os.chmod(directory, mode)
     return directory
 
 
@@ -94,6 +98,16 @@ def ensure_user(login: str) -> pwd.struct_passwd:
         pytest.skip(f"could not create the user {login} with useradd")
 
 
+def as_user(user: pwd.struct_passwd | int, program: str, *args: str) -> list[str]:
+    """The arguments after ``python`` that run ``program *args`` as ``user`` (an account or a
+    bare uid, which gets the same number as its gid and no supplementary groups)."""
+    if isinstance(user, int):
+        uid, gid, login = user, user, "-"
+    else:
+        uid, gid, login = user.pw_uid, user.pw_gid, user.pw_name
+    return ["-c", AS_USER, str(uid), str(gid), login, python_for_others(), program, *args]
+
+
 def spawn_as(
     spawn: Callable[..., Talk],
     code_dir: str,
@@ -102,18 +116,14 @@ def spawn_as(
     env: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> Talk:
-    """``talk.py *args`` from ``code_dir`` in a pty, as ``user`` (a login's entry, or a uid).
+    """``talk.py *args`` from ``code_dir`` (see ``readable_copy``), in a pty, as ``user``.
 
-    ``args`` are talk.py's arguments (``--socket PATH``, a login, ...).
+    ``args`` are talk.py's arguments (``--socket PATH``, a login, ...). It starts in
+    ``code_dir``: the user may not be allowed into the checkout.
     """
-    if isinstance(user, int):
-        uid, gid, login = user, user, "-"
-    else:
-        uid, gid, login = user.pw_uid, user.pw_gid, user.pw_name
-    talk_py = os.path.join(code_dir, "talk.py")
-    wrapper = ["-c", _AS_USER, str(uid), str(gid), login, python_for_others(), talk_py, *args]
     environment = env if env is not None else child_env()
     environment.setdefault("HOME", "/")
-    if login != "-":
-        environment.update(USER=login, LOGNAME=login)
-    return spawn("", args=wrapper, env=environment, **kwargs)
+    if not isinstance(user, int):
+        environment.update(USER=user.pw_name, LOGNAME=user.pw_name)
+    wrapper = as_user(user, os.path.join(code_dir, "talk.py"), *args)
+    return spawn("", args=wrapper, env=environment, cwd=code_dir, **kwargs)

@@ -12,21 +12,29 @@ write(1), with a login record for a pty that the test opened.
 
 from __future__ import annotations
 
+import asyncio
+import grp
 import os
 import pty
 import pwd
+import select
+import shlex
 import shutil
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypedDict
 
 import pytest
-from as_user import _AS_USER, ensure_user, python_for_others, spawn_as, world_readable_copy
-from terminal import LOGIN, TALK_PY, Talk, child_env, conversation, drawn, wait_until
+from as_user import as_user, ensure_user, python_for_others, shared_dir, spawn_as
+from terminal import LOGIN, TALK_PY, Spawner, Talk, child_env, conversation, drawn, wait_until
+
+import talk
+from pubmarine import PubPen
 
 DEADLINE = 10.0
 ALICE, BOB, MALLORY = "talk-alice", "talk-bob", "talk-mallory"
@@ -34,39 +42,26 @@ ALICE, BOB, MALLORY = "talk-alice", "talk-bob", "talk-mallory"
 UTMP_RECORD = struct.Struct("=hxxi32s4s32s256shhiii4i20x")
 USER_PROCESS = 7
 
+People = dict[str, pwd.struct_passwd]  # the people fixture: login -> account
+Squat = Callable[[str], None]  # the squatter fixture: listen at a path as mallory
+Terminal = tuple[int, str]  # the bobs_terminal fixture: a pty's master fd and its pts/N
+
 
 # -- fixtures ------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def code_dir() -> Iterator[str]:
-    """talk.py and pubmarine.py where other users can read them."""
-    directory = world_readable_copy()
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def meeting_dir() -> Iterator[str]:
-    """A fresh directory like /var/tmp: world-writable and sticky."""
-    directory = tempfile.mkdtemp(dir="/tmp", prefix="talk-meet-")
-    os.chmod(directory, 0o1777)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def people() -> dict[str, pwd.struct_passwd]:
+def people() -> People:
+    """alice, bob and mallory: real accounts, made if missing."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create users and run talk.py as them")
     return {name: ensure_user(name) for name in (ALICE, BOB, MALLORY)}
 
 
 @pytest.fixture
-def records(tmp_path) -> Iterator[str]:
+def records() -> Iterator[str]:
     """A directory anyone may write to: what the fake write(1) records, the login records."""
-    directory = tempfile.mkdtemp(prefix="talk-records-")
-    os.chmod(directory, 0o777)
+    directory = shared_dir("talk-records-", 0o777)
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
 
@@ -106,13 +101,33 @@ def fake_write(records: str) -> str:
     return bin_dir
 
 
+class SwitchTo(TypedDict):
+    user: int
+    group: int
+    extra_groups: list[int]
+    cwd: str
+
+
+def switch_to(user: pwd.struct_passwd) -> SwitchTo:
+    """subprocess arguments that run a program as ``user``, with only that user's group, in a
+    directory that every user may enter (the checkout may be private)."""
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [], "cwd": "/"}
+
+
 def env_for(utmp: str, path: str = "/usr/bin:/bin") -> dict[str, str]:
     return child_env(TALK_UTMP=utmp, PATH=path)
 
 
-def call(spawn, code_dir, caller, callee, path, env, **kwargs) -> Talk:
+def call(
+    spawn: Spawner,
+    code_dir: str,
+    caller: pwd.struct_passwd,
+    callee: pwd.struct_passwd,
+    path: str,
+    env: dict[str, str],
+) -> Talk:
     """``caller`` runs ``talk.py CALLEE --socket path``."""
-    return spawn_as(spawn, code_dir, caller, callee.pw_name, "--socket", path, env=env, **kwargs)
+    return spawn_as(spawn, code_dir, caller, callee.pw_name, "--socket", path, env=env)
 
 
 def status_of(talk: Talk, text: str) -> None:
@@ -123,7 +138,14 @@ def talking(talk: Talk, login: str, pid: int) -> None:
     status_of(talk, f"Talking to {login} (pid {pid})")
 
 
-def meet(spawn, code_dir, people, path, env, alice_waits: str | None = None) -> tuple[Talk, Talk]:
+def meet(
+    spawn: Spawner,
+    code_dir: str,
+    people: People,
+    path: str,
+    env: dict[str, str],
+    alice_waits: str | None = None,
+) -> tuple[Talk, Talk]:
     """alice calls bob on ``path`` and, once she shows ``alice_waits``, bob answers; both
     status lines then name the other."""
     alice = call(spawn, code_dir, people[ALICE], people[BOB], path, env)
@@ -147,9 +169,9 @@ def says(talk: Talk, text: str) -> None:
 
 
 def test_alice_calls_bob_bob_answers_and_both_see_who_the_other_is(
-    spawn, code_dir, meeting_dir, people, records
-):
-    path = os.path.join(meeting_dir, "pair.sock")
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str
+) -> None:
+    path = os.path.join(sticky_dir, "pair.sock")
     env = env_for(write_utmp(os.path.join(records, "utmp")))
     alice, bob = meet(spawn, code_dir, people, path, env)
     alice.send_line("hello bob")
@@ -159,9 +181,9 @@ def test_alice_calls_bob_bob_answers_and_both_see_who_the_other_is(
 
 
 def test_an_intruder_is_turned_away_and_alice_keeps_waiting(
-    spawn, code_dir, meeting_dir, people, records
-):
-    path = os.path.join(meeting_dir, "pair.sock")
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str
+) -> None:
+    path = os.path.join(sticky_dir, "pair.sock")
     env = env_for(write_utmp(os.path.join(records, "utmp")))
     alice = call(spawn, code_dir, people[ALICE], people[BOB], path, env)
     status_of(alice, f"Waiting for {BOB}")
@@ -176,7 +198,7 @@ def test_an_intruder_is_turned_away_and_alice_keeps_waiting(
     # and with a plain socket, what nc -U would be
     intruder = subprocess.run(
         [python_for_others(), "-c", _CONNECT_AND_READ, path],
-        user=people[MALLORY].pw_uid,
+        **switch_to(people[MALLORY]),
         capture_output=True,
         timeout=DEADLINE,
     )
@@ -217,15 +239,13 @@ signal.pause()
 
 
 @pytest.fixture
-def squatter(people) -> Iterator[Callable[[str], None]]:
+def squatter(people: People) -> Iterator[Squat]:
     started: list[subprocess.Popen[bytes]] = []
 
     def squat(path: str) -> None:
         process = subprocess.Popen(
             [python_for_others(), "-c", _SQUAT, path],
-            user=people[MALLORY].pw_uid,
-            group=people[MALLORY].pw_gid,
-            extra_groups=[],
+            **switch_to(people[MALLORY]),
             stdout=subprocess.PIPE,
         )
         started.append(process)
@@ -235,13 +255,21 @@ def squatter(people) -> Iterator[Callable[[str], None]]:
     for process in started:
         process.kill()
         process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
 
 
 @pytest.mark.parametrize("how", ["listening", "file"])
 def test_a_path_squatted_by_mallory_does_not_stop_alice_and_bob(
-    spawn, code_dir, meeting_dir, people, records, squatter, how
-):
-    path = os.path.join(meeting_dir, "pair.sock")
+    spawn: Spawner,
+    code_dir: str,
+    sticky_dir: str,
+    people: People,
+    records: str,
+    squatter: Squat,
+    how: str,
+) -> None:
+    path = os.path.join(sticky_dir, "pair.sock")
     if how == "listening":
         squatter(path)
     else:
@@ -257,9 +285,9 @@ def test_a_path_squatted_by_mallory_does_not_stop_alice_and_bob(
 
 
 def test_a_stale_socket_of_bobs_does_not_stop_alice_and_bob(
-    spawn, code_dir, meeting_dir, people, records
-):
-    path = os.path.join(meeting_dir, "pair.sock")
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str
+) -> None:
+    path = os.path.join(sticky_dir, "pair.sock")
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(path)
     stale.close()  # left behind by a talk of bob's that was killed
@@ -273,11 +301,11 @@ def test_a_stale_socket_of_bobs_does_not_stop_alice_and_bob(
 
 
 def test_the_caller_will_not_talk_to_whoever_holds_the_path(
-    spawn, code_dir, meeting_dir, people, records, squatter
-):
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str, squatter: Squat
+) -> None:
     # mallory listens on every place where alice and bob could meet: alice must not end up
     # talking to her, and says who holds them.
-    path = os.path.join(meeting_dir, "pair.sock")
+    path = os.path.join(sticky_dir, "pair.sock")
     for place in [path] + [f"{path}.{n}" for n in range(1, 4)]:
         squatter(place)
     env = env_for(write_utmp(os.path.join(records, "utmp")))
@@ -292,7 +320,7 @@ def test_the_caller_will_not_talk_to_whoever_holds_the_path(
 # -- calling yourself, and nobody -----------------------------------------------------------------
 
 
-def test_calling_yourself_from_two_terminals_works(spawn, sock_path):
+def test_calling_yourself_from_two_terminals_works(spawn: Spawner, sock_path: str) -> None:
     env = child_env(TALK_UTMP="/nonexistent")
     first = spawn(sock_path, args=[str(TALK_PY), LOGIN, "--socket", sock_path], env=env)
     status_of(first, f"Waiting for {LOGIN}")
@@ -304,14 +332,14 @@ def test_calling_yourself_from_two_terminals_works(spawn, sock_path):
     says(first, "<you> hello me")
 
 
-def test_an_unknown_user_is_a_clear_error(spawn, sock_path):
+def test_an_unknown_user_is_a_clear_error(spawn: Spawner, sock_path: str) -> None:
     talk = spawn(sock_path, args=[str(TALK_PY), "no-such-user-here", "--socket", sock_path])
     assert talk.wait_exit(DEADLINE) == 1, talk.after_exit
     assert talk.after_exit == "talk: no such user: no-such-user-here", talk.after_exit
     assert not os.path.exists(sock_path)
 
 
-def test_help_lists_the_new_forms(sock_path):
+def test_help_lists_the_new_forms(sock_path: str) -> None:
     result = subprocess.run(
         [sys.executable, str(TALK_PY), "--help"], capture_output=True, text=True, timeout=DEADLINE
     )
@@ -323,7 +351,7 @@ def test_help_lists_the_new_forms(sock_path):
 
 
 @pytest.fixture
-def bobs_terminal(people) -> Iterator[tuple[int, str]]:
+def bobs_terminal(people: People) -> Iterator[Terminal]:
     """A pty of bob's: (master fd, ``pts/N``), with messages allowed (``mesg y``)."""
     master, slave = pty.openpty()
     name = os.ttyname(slave)
@@ -336,8 +364,6 @@ def bobs_terminal(people) -> Iterator[tuple[int, str]]:
 
 
 def _tty_group() -> int:
-    import grp
-
     try:
         return grp.getgrnam("tty").gr_gid
     except KeyError:
@@ -345,10 +371,15 @@ def _tty_group() -> int:
 
 
 def test_the_notice_reaches_bob_and_nothing_write_prints_reaches_alice(
-    spawn, code_dir, meeting_dir, people, records, bobs_terminal
-):
+    spawn: Spawner,
+    code_dir: str,
+    sticky_dir: str,
+    people: People,
+    records: str,
+    bobs_terminal: Terminal,
+) -> None:
     _master, line = bobs_terminal
-    path = os.path.join(meeting_dir, "pair.sock")
+    path = os.path.join(sticky_dir, "pair.sock")
     utmp = write_utmp(os.path.join(records, "utmp"), utmp_record(BOB, line))
     env = env_for(utmp, f"{fake_write(records)}:/usr/bin:/bin")
 
@@ -361,17 +392,24 @@ def test_the_notice_reaches_bob_and_nothing_write_prints_reaches_alice(
             f"{ALICE} wants to talk. Answer with: "
             f"python3 {code_dir}/talk.py {ALICE} --socket {path}\n"
         )
-    alice.settle()
+    # write(1) had ended before talk.py said it had told bob: whatever it wrote to alice's
+    # terminal would be on the screen before that status line.
     assert b"WRITE-NOISE" not in alice.raw, "write(1)'s output reached talk's screen"
     assert alice.row(1).startswith("---") and drawn(alice), alice.text()
 
 
 @pytest.mark.parametrize("case", ["not logged in", "refusing messages", "no write"])
 def test_the_status_line_says_why_bob_was_not_told(
-    spawn, code_dir, meeting_dir, people, records, bobs_terminal, case
-):
+    spawn: Spawner,
+    code_dir: str,
+    sticky_dir: str,
+    people: People,
+    records: str,
+    bobs_terminal: Terminal,
+    case: str,
+) -> None:
     _master, line = bobs_terminal
-    path = os.path.join(meeting_dir, "pair.sock")
+    path = os.path.join(sticky_dir, "pair.sock")
     entries = [] if case == "not logged in" else [utmp_record(BOB, line)]
     if case == "refusing messages":
         os.chmod(f"/dev/{line}", 0o600)  # mesg n
@@ -391,8 +429,13 @@ def test_the_status_line_says_why_bob_was_not_told(
 
 
 def test_the_real_write_rings_bobs_terminal(
-    spawn, code_dir, meeting_dir, people, records, bobs_terminal
-):
+    spawn: Spawner,
+    code_dir: str,
+    sticky_dir: str,
+    people: People,
+    records: str,
+    bobs_terminal: Terminal,
+) -> None:
     """write(1) reads the system's login records: alice's talk runs in a mount namespace of its
     own where /run holds a utmp with bob on the test's pty, and finds write(1) installed as
     Debian installs it (setgid tty)."""
@@ -410,19 +453,16 @@ def test_the_real_write_rings_bobs_terminal(
     shutil.copy(real_write, os.path.join(bin_dir, "write"))
     os.chown(os.path.join(bin_dir, "write"), 0, _tty_group())
     os.chmod(os.path.join(bin_dir, "write"), 0o2755)
-    path = os.path.join(meeting_dir, "pair.sock")
+    path = os.path.join(sticky_dir, "pair.sock")
 
     env = child_env(PATH=f"{bin_dir}:/usr/bin:/bin", HOME="/")
     env.pop("TALK_UTMP", None)  # the default: the system's login records
-    alice_user = people[ALICE]
     talk_py = os.path.join(code_dir, "talk.py")
-    inner = (
-        f'mount --bind {run_dir} /run && exec {sys.executable} -c "$AS_USER" '
-        f"{alice_user.pw_uid} {alice_user.pw_gid} {ALICE} {python_for_others()} {talk_py} "
-        f"{BOB} --socket {path}"
+    as_alice = [sys.executable, *as_user(people[ALICE], talk_py, BOB, "--socket", path)]
+    inner = f"mount --bind {run_dir} /run && exec {shlex.join(as_alice)}"
+    alice = spawn(
+        path, args=["-c", _EXEC, "unshare", "-m", "sh", "-c", inner], env=env, cwd=code_dir
     )
-    env["AS_USER"] = _AS_USER
-    alice = spawn(path, args=["-c", _EXEC, "unshare", "-m", "sh", "-c", inner], env=env)
     status_of(alice, f"Waiting for {BOB}: told {BOB} on {line}")
     received = b""
     deadline = time.monotonic() + DEADLINE
@@ -438,8 +478,6 @@ _EXEC = "import os, sys; os.execvp(sys.argv[1], sys.argv[1:])"
 
 
 def _readable(fd: int) -> bool:
-    import select
-
     return bool(select.select([fd], [], [], 0)[0])
 
 
@@ -447,26 +485,23 @@ def _readable(fd: int) -> bool:
 
 
 def test_list_shows_who_is_waiting_and_how_to_answer(
-    spawn, code_dir, meeting_dir, people, records, squatter
-):
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str
+) -> None:
     alice_uid, bob_uid = people[ALICE].pw_uid, people[BOB].pw_uid
     pair = os.path.join(
-        meeting_dir, f"talk-{min(alice_uid, bob_uid)}-{max(alice_uid, bob_uid)}.sock"
+        sticky_dir, f"talk-{min(alice_uid, bob_uid)}-{max(alice_uid, bob_uid)}.sock"
     )
-    shared = os.path.join(meeting_dir, "talk.sock")
+    shared = os.path.join(sticky_dir, "talk.sock")
     env = env_for(write_utmp(os.path.join(records, "utmp")))
     talk_py = os.path.join(code_dir, "talk.py")
 
     def listing(user: pwd.struct_passwd) -> str:
         result = subprocess.run(
             [python_for_others(), talk_py, "--list", "--socket", shared],
-            user=user.pw_uid,
-            group=user.pw_gid,
-            extra_groups=[],
+            **switch_to(user),
             capture_output=True,
             text=True,
             timeout=DEADLINE,
-            cwd="/",
         )
         assert result.returncode == 0, result.stderr
         return result.stdout
@@ -479,7 +514,7 @@ def test_list_shows_who_is_waiting_and_how_to_answer(
     status_of(mallory, "Waiting for someone")
     # a stale call from mallory to bob: not listed
     mallory_pair = os.path.join(
-        meeting_dir,
+        sticky_dir,
         f"talk-{min(people[MALLORY].pw_uid, bob_uid)}-{max(people[MALLORY].pw_uid, bob_uid)}.sock",
     )
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -499,15 +534,11 @@ def test_list_shows_who_is_waiting_and_how_to_answer(
 
 
 def test_meeting_places_are_the_same_whoever_calls() -> None:
-    import talk
-
     assert talk.meeting_path("/var/tmp", 1001, 1000) == "/var/tmp/talk-1000-1001.sock"
     assert talk.meeting_path("/var/tmp", 1000, 1001) == "/var/tmp/talk-1000-1001.sock"
 
 
-def test_login_records_are_read_as_who_reads_them(tmp_path) -> None:
-    import talk
-
+def test_login_records_are_read_as_who_reads_them(tmp_path: Path) -> None:
     utmp = write_utmp(
         str(tmp_path / "utmp"),
         utmp_record("bob", "pts/3"),
@@ -520,12 +551,9 @@ def test_login_records_are_read_as_who_reads_them(tmp_path) -> None:
     assert talk.logged_in_terminals("bob", str(tmp_path / "missing")) == []
 
 
-def test_the_party_is_told_again_every_so_often_at_most_ten_times(monkeypatch) -> None:
-    import asyncio
-
-    import talk
-    from pubmarine import PubPen
-
+def test_the_party_is_told_again_every_so_often_at_most_ten_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async def scenario() -> list[str]:
         loop = asyncio.get_running_loop()
         pubpen = PubPen(loop, talk.EVENTS)

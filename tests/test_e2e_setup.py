@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -23,13 +22,18 @@ import struct
 import termios
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from as_user import needs_root, spawn_as, world_readable_copy
+from as_user import needs_root, spawn_as
 from terminal import (
+    ENTER_ALTERNATE_SCREEN,
+    LEAVE_ALTERNATE_SCREEN,
     LOGIN,
     REPO_ROOT,
     Peer,
+    Peers,
+    Spawner,
     Talk,
     drawn,
     start_server,
@@ -43,8 +47,6 @@ DEADLINE = 10.0
 #: Ending on a signal must take at most 0.5 s; a loaded CI machine gets some slack, but much
 #: less than the 5 s that a lock held by someone else used to cost.
 PROMPTLY = 2.0
-ENTER_ALTERNATE_SCREEN = b"\x1b[?1049h"
-LEAVE_ALTERNATE_SCREEN = b"\x1b[?1049l"
 NOBODY = 65534
 WAY_OUT = "--socket PATH"
 
@@ -64,29 +66,11 @@ def leftovers(directory: str, *expected: str) -> list[str]:
     return sorted(set(os.listdir(directory)) - set(expected))
 
 
-@pytest.fixture
-def code_dir() -> Iterator[str]:
-    """talk.py and pubmarine.py where other users can read them."""
-    directory = world_readable_copy()
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def public_dir() -> Iterator[str]:
-    """A fresh directory like /var/tmp: world-writable and sticky."""
-    directory = os.path.join("/tmp", f"talk-pub-{os.getpid()}-{time.monotonic_ns()}")
-    os.mkdir(directory)
-    os.chmod(directory, 0o1777)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 # -- no lock that someone else can hold ---------------------------------------------------------
 
 
 @pytest.fixture
-def directory_locked(sock_path) -> Iterator[None]:
+def directory_locked(sock_path: str) -> Iterator[None]:
     """What anyone who can read the directory can do: ``flock DIR sleep infinity``."""
     fd = os.open(os.path.dirname(sock_path), os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -94,7 +78,9 @@ def directory_locked(sock_path) -> Iterator[None]:
     os.close(fd)
 
 
-def test_a_lock_held_on_the_directory_does_not_hold_talk_up(spawn, sock_path, directory_locked):
+def test_a_lock_held_on_the_directory_does_not_hold_talk_up(
+    spawn: Spawner, sock_path: str, directory_locked: None
+) -> None:
     started = time.monotonic()
     first = start_server(spawn, sock_path)
     second = spawn(sock_path)
@@ -104,7 +90,9 @@ def test_a_lock_held_on_the_directory_does_not_hold_talk_up(spawn, sock_path, di
     assert took < PROMPTLY, f"two talks took {took:.1f}s to meet"
 
 
-def test_ctrl_c_ends_talk_at_once_while_someone_holds_a_lock(spawn, sock_path, directory_locked):
+def test_ctrl_c_ends_talk_at_once_while_someone_holds_a_lock(
+    spawn: Spawner, sock_path: str, directory_locked: None
+) -> None:
     talk = spawn(sock_path)
     # Once talk.py is in set-up or past it: it has its own socket or has the directory open.
     directory = os.path.dirname(sock_path)
@@ -170,7 +158,9 @@ except KeyboardInterrupt:
 
 
 @pytest.mark.parametrize("name", SIGNALS)
-def test_a_signal_at_any_moment_of_start_up_ends_talk_cleanly(spawn, sock_path, tmp_path, name):
+def test_a_signal_at_any_moment_of_start_up_ends_talk_cleanly(
+    spawn: Spawner, sock_path: str, tmp_path: Path, name: str
+) -> None:
     signum, line = SIGNALS[name]
     directory = os.path.dirname(sock_path)
     starter = tmp_path / "marks_the_start.py"
@@ -230,7 +220,9 @@ sys.exit(talk.main(sys.argv[3:]))
 """
 
 
-def test_a_link_planted_after_the_first_look_is_not_followed(spawn, peer, sock_path, tmp_path):
+def test_a_link_planted_after_the_first_look_is_not_followed(
+    spawn: Spawner, peer: Peers, sock_path: str, tmp_path: Path
+) -> None:
     # The link points to a socket of ours that the attacker could not connect to themselves.
     private = os.path.join(os.path.dirname(sock_path), "private.sock")
     listener = peer.listen(private)
@@ -273,7 +265,9 @@ sys.exit(talk.main(sys.argv[2:]))
 """
 
 
-def test_the_socket_mode_is_never_set_through_a_link(spawn, sock_path, tmp_path):
+def test_the_socket_mode_is_never_set_through_a_link(
+    spawn: Spawner, sock_path: str, tmp_path: Path
+) -> None:
     victim = tmp_path / "secret"
     victim.write_text("private notes\n")
     victim.chmod(0o600)
@@ -293,7 +287,9 @@ def test_the_socket_mode_is_never_set_through_a_link(spawn, sock_path, tmp_path)
 # -- a listener that takes no more calls --------------------------------------------------------
 
 
-def test_a_listener_with_a_full_backlog_is_reported_busy(spawn, peer, sock_path):
+def test_a_listener_with_a_full_backlog_is_reported_busy(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     listener = peer.listen(sock_path)
     listener.sock.listen(0)  # one call may wait to be accepted ...
     queued = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -310,7 +306,9 @@ def test_a_listener_with_a_full_backlog_is_reported_busy(spawn, peer, sock_path)
 # -- the exit status tells the truth -------------------------------------------------------------
 
 
-def test_a_conversation_that_ends_in_an_error_exits_non_zero(spawn, peer, sock_path):
+def test_a_conversation_that_ends_in_an_error_exits_non_zero(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     listener = peer.listen(sock_path)
     talk = spawn(sock_path)
     other = listener.accept(DEADLINE)
@@ -334,21 +332,21 @@ def unread_by(peer: Peer) -> int:
 # -- every path problem names the way out -------------------------------------------------------
 
 
-def test_a_missing_directory_names_the_socket_option(spawn, sock_path):
+def test_a_missing_directory_names_the_socket_option(spawn: Spawner, sock_path: str) -> None:
     path = os.path.join(os.path.dirname(sock_path), "missing", "talk.sock")
     printed = ended_with_one_line(spawn(path))
     assert printed.startswith(f"talk: cannot create socket {path}: "), printed
     assert WAY_OUT in printed, printed
 
 
-def test_a_path_through_a_file_names_the_socket_option(spawn, sock_path):
+def test_a_path_through_a_file_names_the_socket_option(spawn: Spawner, sock_path: str) -> None:
     afile = os.path.join(os.path.dirname(sock_path), "afile")
     open(afile, "w").close()
     printed = ended_with_one_line(spawn(os.path.join(afile, "talk.sock")))
     assert WAY_OUT in printed, printed
 
 
-def test_a_path_longer_than_a_socket_address_works(spawn, sock_path):
+def test_a_path_longer_than_a_socket_address_works(spawn: Spawner, sock_path: str) -> None:
     # AF_UNIX addresses hold 107 bytes; talk binds under a short name and links it into place.
     path = os.path.join(os.path.dirname(sock_path), "x" * 120)
     first = start_server(spawn, path)
@@ -359,9 +357,9 @@ def test_a_path_longer_than_a_socket_address_works(spawn, sock_path):
 
 @needs_root
 def test_permission_denied_on_a_foreign_socket_names_owner_and_socket_option(
-    spawn, public_dir, code_dir
-):
-    path = os.path.join(public_dir, "talk.sock")
+    spawn: Spawner, sticky_dir: str, code_dir: str
+) -> None:
+    path = os.path.join(sticky_dir, "talk.sock")
     private = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     private.bind(path)
     private.listen(1)
@@ -376,8 +374,10 @@ def test_permission_denied_on_a_foreign_socket_names_owner_and_socket_option(
 
 
 @needs_root
-def test_an_unwritable_directory_names_the_socket_option(spawn, code_dir, public_dir):
-    directory = os.path.join(public_dir, "closed")
+def test_an_unwritable_directory_names_the_socket_option(
+    spawn: Spawner, code_dir: str, sticky_dir: str
+) -> None:
+    directory = os.path.join(sticky_dir, "closed")
     os.mkdir(directory, 0o755)  # root's: others may look, not create
     path = os.path.join(directory, "talk.sock")
     talk = spawn_as(spawn, code_dir, NOBODY, "--socket", path)
