@@ -13,6 +13,7 @@ such a race happen every time.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -98,9 +99,7 @@ def test_ctrl_c_ends_talk_at_once_while_someone_holds_a_lock(
     directory = os.path.dirname(sock_path)
 
     def in_set_up(t: Talk) -> bool:
-        fds = f"/proc/{t.pid}/fd"
-        with_dir = any(os.readlink(f"{fds}/{fd}") == directory for fd in _listdir(fds))
-        return with_dir or waiting(sock_path) in t.row(0)
+        return directory in open_files(t.pid) or waiting(sock_path) in t.row(0)
 
     talk.wait_until(in_set_up, DEADLINE, "talk.py to set up")
     pressed = time.monotonic()
@@ -113,11 +112,15 @@ def test_ctrl_c_ends_talk_at_once_while_someone_holds_a_lock(
     assert not os.path.exists(sock_path), "the socket file was left behind"
 
 
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
+def open_files(pid: int) -> set[str]:
+    """What process ``pid`` has open now, as paths; it opens and closes files meanwhile."""
+    fds = f"/proc/{pid}/fd"
+    paths = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(fds):
+            with contextlib.suppress(OSError):  # closed since the listing
+                paths.add(os.readlink(f"{fds}/{fd}"))
+    return paths
 
 
 # -- signals at every moment of start-up ----------------------------------------------------------
