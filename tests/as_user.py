@@ -27,7 +27,7 @@ import pytest
 from terminal import REPO_ROOT, Talk, child_env, searchable_by_others, socket_dir
 
 needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root to create users and run talk.py as them"
+    os.geteuid() != 0, reason="needs root to run talk.py as other users"
 )
 
 #: ``python -c AS_USER UID GID LOGIN PROGRAM ARGS...`` runs PROGRAM ARGS... as uid UID and gid
