@@ -9,6 +9,7 @@ Read it top to bottom:
 2. ``Display``: everything curses, a context manager like in the guide;
 3. ``TalkProtocol``: everything socket, an ``asyncio.Protocol`` like in the guide;
 4. socket set-up: connect to someone already waiting, or wait on the socket ourselves;
+   for a private call (``talk.py USER``), telling USER (4b) and listing who waits (4c);
 5. ``main()``: one ``PubPen`` wired to the two halves, and the exit status.
 
 The halves never call each other: they publish and subscribe to events on the shared
@@ -29,27 +30,36 @@ event           arguments                   meaning
 
 from __future__ import annotations
 
+# ruff: noqa: E402 (the imports come after the one statement below, on purpose)
+import signal
+import sys
+
+if __name__ == "__main__":
+    # Before the imports below take their tens of milliseconds: until talk has handlers of
+    # its own, Ctrl-C ends it at once, quietly and with status 130, as SIGTERM and SIGHUP
+    # do (a KeyboardInterrupt would print a traceback). There is nothing to clean up yet.
+    signal.signal(signal.SIGINT, lambda signum, _frame: sys.exit(128 + signum))
+
 import argparse
 import asyncio
 import codecs
 import contextlib
 import ctypes
 import curses
-import errno
-import fcntl
 import importlib.util
 import locale
 import os
 import pwd
-import signal
+import re
+import secrets
+import shutil
 import socket
 import stat
 import struct
-import sys
 import traceback
 import unicodedata
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Union, cast
 
@@ -73,7 +83,7 @@ def use_own_pubmarine() -> None:
 
 
 use_own_pubmarine()
-from pubmarine import PubPen  # noqa: E402 (after use_own_pubmarine(), on purpose)
+from pubmarine import PubPen  # after use_own_pubmarine(), on purpose
 
 PATH = "/var/tmp/talk.sock"
 
@@ -95,8 +105,8 @@ HISTORY_CHARS = 4_000_000
 MIN_ROWS, MIN_COLS = 5, 20
 #: The one line a busy socket says to a third caller before hanging up.
 BUSY_LINE = "talk: busy: someone is already talking on this socket"
-#: How long to wait for another talk that is setting up the same socket.
-LOCK_TIMEOUT = 5.0
+#: How the one line starts that a private call says to anyone but the person called.
+PRIVATE_LINE = "talk: private: "
 #: Lines typed before anyone connected, or while the other side does not read, wait to be
 #: sent: at most this many bytes of them (asyncio buffers 64 KiB more, the kernel some
 #: 200 KiB). A line that does not fit is not sent, and the status line says so.
@@ -861,6 +871,10 @@ class TalkProtocol(asyncio.Protocol):
                     1,
                 )
                 return
+            if self.first_line and self.dialled and line.startswith(PRIVATE_LINE):
+                private = printable(line[len(PRIVATE_LINE) :])
+                self.pubpen.publish("quit", f"{self.dialled} is private: {private}", 1)
+                return
             self.first_line = False
             self.pubpen.publish("incoming", line, YOU)
 
@@ -884,28 +898,58 @@ class TalkProtocol(asyncio.Protocol):
             self.closed.set_result(None)  # nobody ever connected: nothing to wait for
 
 
-class BusyProtocol(asyncio.Protocol):
-    """What a third caller gets: one line saying the socket is busy, then the line goes dead."""
+class Refusal(asyncio.Protocol):
+    """What a caller who may not join gets: one line saying why, then the line goes dead."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        transport.write(BUSY_LINE.encode() + b"\n")
+        transport.write(self.line.encode() + b"\n")
         transport.close()
+
+
+def peer_credentials(sock: Any) -> tuple[int, int] | None:
+    """(pid, uid) of the process at the other end, from the kernel (SO_PEERCRED); None
+    where the system cannot say."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (AttributeError, OSError):
+        return None
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
 
 
 def peer_name(sock: Any) -> str:
     """Who is at the other end, from the kernel (SO_PEERCRED), never from what they send."""
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except (AttributeError, OSError):
+    creds = peer_credentials(sock)
+    if creds is None:
         return "someone (identity unknown)"
-    pid, uid, _gid = struct.unpack("3i", creds)
+    pid, uid = creds
     return f"{printable(user_name(uid))} (pid {pid})"
 
 
 # ---------------------------------------------------------------------------------------------
 # 4. Socket set-up: call whoever waits on the socket, or wait there ourselves
 # ---------------------------------------------------------------------------------------------
+
+#: What identifies one socket file, so that talk never removes a file it did not mean to:
+#: (device, inode, modification time). The time tells apart a new file that got the inode
+#: number of a removed one.
+FileId = tuple[int, int, int]
+
+
+def file_id(st: os.stat_result) -> FileId:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
+def is_file(path: str, wanted: FileId) -> bool:
+    """Whether ``path`` (not following a link) is still the file ``wanted``."""
+    try:
+        return file_id(os.lstat(path)) == wanted
+    except OSError:
+        return False
 
 
 class Call:
@@ -917,20 +961,20 @@ class Call:
         protocol: TalkProtocol,
         server: asyncio.AbstractServer | None = None,
         path: str = "",
-        identity: tuple[int, int] = (0, 0),
+        identity: FileId = (0, 0, 0),
     ) -> None:
         self.protocol = protocol
         self.server = server
         self.path = path
-        self.identity = identity  # (st_dev, st_ino) of the socket file we created
+        self.identity = identity  # the socket file we created
+        self.ringing: asyncio.Future[None] | None = None  # telling the party we call
 
     async def hang_up(self) -> None:
         """Remove our socket file, stop listening, and let what we wrote go out."""
+        if self.ringing is not None:
+            self.ringing.cancel()
         if self.server is not None:
-            with contextlib.suppress(OSError):
-                st = os.lstat(self.path)
-                if (st.st_dev, st.st_ino) == self.identity:  # never someone else's file
-                    os.unlink(self.path)
+            remove_own_socket(self.path, self.identity)
             self.server.close()
         self.protocol.close()
         with contextlib.suppress(asyncio.TimeoutError):
@@ -942,127 +986,325 @@ class Call:
                 await asyncio.wait_for(self.server.wait_closed(), HANGUP_TIMEOUT)
 
 
-class Switchboard:
-    """The server's protocol factory: the first caller gets the conversation, later ones
-    are told the socket is busy (the two who are talking notice nothing)."""
+class Party:
+    """The person a private call is for (``talk.py USER``), and where the two of you meet.
 
-    def __init__(self, protocol: TalkProtocol) -> None:
+    Both sides derive the same short list of meeting places from the two uids, in the same
+    order, so a stale socket or a path that someone else squats does not stop them: each
+    side skips it and both end up at the same next one.
+    """
+
+    def __init__(self, user: pwd.struct_passwd, me: pwd.struct_passwd, base: str) -> None:
+        self.login = user.pw_name
+        self.uid = user.pw_uid
+        self.me = me.pw_name
+        self.paths = [base] + [f"{base}.{n}" for n in range(1, MEETING_PLACES)]
+        self.answer = ""  # the command that answers the call, for the notice
+
+
+#: How many meeting places a private call has: its path and this many minus one spares.
+MEETING_PLACES = 4
+
+
+def meeting_path(directory: str, uid: int, other: int) -> str:
+    """Where ``uid`` and ``other`` meet for a private call, whichever of them calls."""
+    low, high = sorted((uid, other))
+    return os.path.join(directory, f"talk-{low}-{high}.sock")
+
+
+class Switchboard:
+    """The server's protocol factory: every caller first meets a Doorkeeper."""
+
+    def __init__(self, protocol: TalkProtocol, party: Party | None = None) -> None:
         self.protocol = protocol
+        self.party = party
         self.answered = False
 
     def __call__(self) -> asyncio.Protocol:
-        if self.answered:
-            return BusyProtocol()
-        self.answered = True
-        return self.protocol
+        return Doorkeeper(self)
 
 
-def check_path(path: str) -> os.stat_result | None:
-    """What is at ``path``: nothing (None) or a socket. Anything else is not ours to touch."""
-    if not path or "\0" in path:
-        raise TalkError(f"{path!r} is not a usable socket path")
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise TalkError(f"cannot use {path}: {e.strerror}") from None
-    if not stat.S_ISSOCK(st.st_mode):
-        raise TalkError(
-            f"{path} exists and is not a socket; leaving it alone "
-            "(use --socket PATH to choose another path)"
-        )
-    return st
+class Doorkeeper(asyncio.Protocol):
+    """Lets the first caller who may join through to the conversation and turns everyone
+    else away with one line: later callers are told the socket is busy, and on a private
+    call anyone but the person called is told it is private. Whoever is waiting sees only a
+    note on the status line; the two who are talking notice nothing."""
+
+    def __init__(self, switchboard: Switchboard) -> None:
+        self.switchboard = switchboard
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        board, protocol = self.switchboard, self.switchboard.protocol
+        creds = peer_credentials(transport.get_extra_info("socket"))
+        if board.answered:
+            door: asyncio.Protocol = Refusal(BUSY_LINE)
+        elif board.party is not None and (creds is None or creds[1] != board.party.uid):
+            party = board.party
+            door = Refusal(
+                f"{PRIVATE_LINE}this conversation is between {party.me} and {party.login}"
+            )
+            who = peer_name(transport.get_extra_info("socket"))
+            protocol.pubpen.publish("info", f"Turned away {who}; still waiting for {party.login}")
+        else:
+            board.answered = True
+            door = protocol
+        transport.set_protocol(door)
+        door.connection_made(transport)
 
 
-@contextlib.asynccontextmanager
-async def setup_lock(path: str) -> AsyncIterator[None]:
-    """Hold an exclusive lock on the socket's directory while we connect or set up.
+#: How many times set-up looks at the path again after it changed under it (another talk
+#: set up there at the same instant). A look takes microseconds, so only someone who keeps
+#: changing the path on purpose can use them all up; nothing in set-up waits.
+SETUP_ROUNDS = 20
+#: The end of every message about a path talk cannot use.
+WAY_OUT = "use --socket PATH to choose another path"
 
-    Without it two talks started at the same instant could both find nothing listening,
-    and the second would replace the first one's socket (a refused connection cannot tell
-    a dead socket from one whose owner is between bind() and listen()). With it, whoever
-    holds the lock sees the truth: a socket that refuses is stale.
+
+def path_error(message: str) -> TalkError:
+    return TalkError(f"{message}; {WAY_OUT}")
+
+
+async def connect_or_wait(pubpen: PubPen, path: str, party: Party | None = None) -> Call:
+    """Connect to whoever waits on ``path``; if nobody does, wait there for someone.
+
+    There is no lock that a stranger could hold: a socket appears at ``path`` only once it
+    is already listening (it is made under a private name and linked into place, which
+    fails if the path is taken). So two talks that arrive at the same instant cannot both
+    end up waiting: the one that loses the race to create the socket finds the other's
+    there on its next look, and a socket that refuses a call is stale, never one that is
+    still being set up.
+
+    A private call (``party``) does the same over the party's meeting places, in order:
+    it calls the first where the party is listening, skips those held by anyone else, and
+    otherwise waits at the first free one for the party alone.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        raise TalkError(f"cannot create socket {path}: {directory} does not exist") from None
-    except OSError:
-        fd = -1  # an unreadable directory cannot be locked; go on without the lock
-    try:
-        deadline = asyncio.get_running_loop().time() + LOCK_TIMEOUT
-        while fd >= 0:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TalkError(f"timed out waiting for the lock on {directory}") from None
-                await asyncio.sleep(0.01)  # another talk is setting up; it takes milliseconds
-            except OSError:
-                break  # this file system cannot lock; go on without the lock
-        yield
-    finally:
-        if fd >= 0:
-            os.close(fd)  # also releases the lock
-
-
-async def connect_or_wait(pubpen: PubPen, path: str) -> Call:
-    """Connect to whoever waits on ``path``; if nobody does, wait there for someone."""
+    places = [path] if party is None else party.paths
+    for place in places:
+        if not place or "\0" in place:
+            raise path_error(f"{place!r} is not a usable socket path")
     loop = pubpen.loop
-    check_path(path)  # before connecting: a symlink to someone's socket is not ours to follow
-    async with setup_lock(path):
-        try:
-            # Try the client side first, as in the guide.
+    for _ in range(SETUP_ROUNDS):
+        # Try the client side first, as in the guide.
+        free: list[str] = []
+        held: list[str] = []  # who holds the places we may not use, for the status line
+        for place in places:
+            try:
+                sock = dial(place)
+            except TalkError:
+                if party is None:
+                    raise
+                held.append(f"{os.path.basename(place)} is held by {owner_of(place)}")
+                continue
+            if sock is None:
+                free.append(place)
+                continue
+            holder = peer_credentials(sock)
+            if party is not None and (holder is None or holder[1] != party.uid):
+                sock.close()
+                someone = "someone" if holder is None else user_name(holder[1])
+                held.append(f"{os.path.basename(place)} is held by {someone}")
+                continue
             _transport, protocol = await loop.create_unix_connection(
-                partial(TalkProtocol, pubpen, dialled=path), path
+                partial(TalkProtocol, pubpen, dialled=place), sock=sock
             )
             assert isinstance(protocol, TalkProtocol)
             return Call(protocol)
-        except (FileNotFoundError, ConnectionRefusedError):
-            pass  # nobody is there: we answer
-        except OSError as e:
-            raise TalkError(f"cannot connect to {path}: {e.strerror or e}") from None
-
-        sock = listen_on(path)
-        st = os.stat(path)
-        protocol = TalkProtocol(pubpen)
-        server = await loop.create_unix_server(Switchboard(protocol), sock=sock)
-    pubpen.publish("info", f"Waiting for someone to connect to {path}")
-    return Call(protocol, server, path, (st.st_dev, st.st_ino))
+        # Nobody is there: we answer, unless another talk just got there first.
+        if not free:
+            assert party is not None  # one place: dial() either raised or left it free
+            raise path_error(f"no free place to meet {party.login}: " + "; ".join(held))
+        listening = listen_on(free[0])
+        if listening is not None:
+            return await wait_on(pubpen, free[0], listening, party, held)
+    raise path_error(f"{path} keeps changing while talk sets up")
 
 
-def listen_on(path: str) -> socket.socket:
-    """Create the listening socket at ``path``, replacing a stale one. Call under the lock."""
-    old = check_path(path)
-    if old is not None:
-        # Nobody answered while we hold the lock, so this socket is left over from a talk
-        # that died without cleaning up.
+async def wait_on(
+    pubpen: PubPen,
+    path: str,
+    listening: tuple[socket.socket, FileId],
+    party: Party | None,
+    held: list[str],
+) -> Call:
+    """Serve on the socket that ``listen_on()`` made, and say so (for a private call, tell
+    the party too)."""
+    sock, identity = listening
+    protocol = TalkProtocol(pubpen)
+    try:
+        server = await pubpen.loop.create_unix_server(Switchboard(protocol, party), sock=sock)
+    except BaseException:  # cancelled by a signal: leave nothing behind
+        remove_own_socket(path, identity)
+        sock.close()
+        raise
+    call = Call(protocol, server, path, identity)
+    if party is None:
+        pubpen.publish("info", f"Waiting for someone to connect to {path}")
+    else:
+        pubpen.publish("info", f"Waiting for {party.login}{held_note(held)} on {path}")
+        call.ringing = asyncio.ensure_future(ring(pubpen, party, protocol, held))
+    return call
+
+
+def held_note(held: list[str]) -> str:
+    """`` (talk-1-2.sock is held by mallory)``, or nothing if no meeting place was."""
+    return f" ({'; '.join(held)})" if held else ""
+
+
+def owner_of(path: str) -> str:
+    """The login name of whoever owns ``path`` (not following a link)."""
+    try:
+        return user_name(os.lstat(path).st_uid)
+    except OSError:
+        return "someone"
+
+
+def dial(path: str) -> socket.socket | None:
+    """A socket connected to whoever listens at ``path``; None if nobody does (nothing is
+    there, or a stale socket that is then removed).
+
+    The path is opened without following a symbolic link and the call goes through that
+    open file (``/proc/self/fd/N``): what talk connects to is what it checked, even if the
+    path is swapped for a link in between.
+    """
+    fd = open_socket_file(path)
+    if fd is None:
+        return None
+    try:
+        st = os.fstat(fd)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            os.unlink(path)
-        except PermissionError:
-            owner = user_name(old.st_uid)
-            raise TalkError(
-                f"{path} is a stale socket owned by {owner} and cannot be removed; "
-                "use --socket PATH to choose another path"
+            # A UNIX socket connects or fails at once; nothing is ever left in progress.
+            sock.connect(f"/proc/self/fd/{fd}")
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    except ConnectionRefusedError:
+        remove_stale(path, file_id(st))
+        return None
+    except BlockingIOError:  # EAGAIN: the listener has more calls queued than it takes
+        owner = user_name(st.st_uid)
+        raise TalkError(
+            f"{path} is busy: the program listening there ({owner}'s) is not taking calls; "
+            "use --socket PATH to start another conversation"
+        ) from None
+    except PermissionError:
+        owner = user_name(st.st_uid)
+        raise path_error(
+            f"cannot connect to {path}: permission denied (it belongs to {owner})"
+        ) from None
+    except OSError as e:
+        raise path_error(f"cannot connect to {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
+def open_socket_file(path: str) -> int | None:
+    """An ``O_PATH`` descriptor of the socket at ``path``, or None if nothing is there.
+
+    Anything that is not a socket, a symbolic link included, is left alone.
+    """
+    try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise path_error(f"cannot use {path}: {e.strerror or e}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISSOCK(st.st_mode):
+        os.close(fd)
+        owner = user_name(st.st_uid)
+        raise TalkError(
+            f"{path} exists and is not a socket (it is {owner}'s); leaving it alone ({WAY_OUT})"
+        )
+    return fd
+
+
+def private_name(path: str) -> str:
+    """A new, unguessable name beside ``path``, for a file nobody else knows about yet."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return os.path.join(directory, f".talk-{secrets.token_hex(6)}")
+
+
+def remove_stale(path: str, stale: FileId) -> None:
+    """Remove the stale socket ``stale`` from ``path``, and nothing else.
+
+    Another talk may have replaced it with its live socket since we looked, so what is at
+    ``path`` is first moved aside to a private name; it is removed there if it is the
+    stale socket, and put back otherwise (with ``link()``, which never replaces anything).
+    """
+    aside = private_name(path)
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return  # another talk removed it first
+    except PermissionError:
+        if is_file(path, stale):
+            owner = user_name(os.lstat(path).st_uid)
+            raise path_error(
+                f"{path} is a stale socket owned by {owner} and cannot be removed"
             ) from None
-        except FileNotFoundError:
-            pass
+        return  # it is not the stale socket any more: look again
+    except OSError as e:
+        raise path_error(f"cannot remove the stale socket {path}: {e.strerror or e}") from None
+    if is_file(aside, stale):
+        os.unlink(aside)
+        return
+    try:
+        os.link(aside, path)
+    except OSError:
+        raise path_error(
+            f"{path} changed while talk was removing a stale socket there; "
+            f"what was there is now {aside}"
+        ) from None
+    os.unlink(aside)
+
+
+def listen_on(path: str) -> tuple[socket.socket, FileId] | None:
+    """A socket listening at ``path`` and its file; None if another program got there first.
+
+    The socket is bound and listening under a private name before it appears at ``path``
+    (``link()`` puts it there only if the path is free). Its mode is set by the umask at
+    ``bind()``: read-write for everyone, since talk is between users; a ``chmod(path)``
+    afterwards could be sent through a link that someone put at the path in between.
+    """
+    private = private_name(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(path)
-        # Talk is between users: let everyone on the machine connect (the umask would not).
-        os.chmod(path, 0o666)
+        umask = os.umask(0o111)  # a socket is made 0o777 & ~umask: 0o666
+        try:
+            sock.bind(private)
+        finally:
+            os.umask(umask)
+        st = os.lstat(private)
+        if not stat.S_ISSOCK(st.st_mode):  # replaced: only where others may write the directory
+            sock.close()
+            return None
         sock.listen(8)
+        os.link(private, path)
+    except FileExistsError:
+        sock.close()
+        return None
     except OSError as e:
         sock.close()
-        if e.errno == errno.EADDRINUSE:
-            raise TalkError(f"{path} was taken by another program just now; try again") from None
-        raise TalkError(f"cannot create socket {path}: {e.strerror or e}") from None
+        directory = os.path.dirname(private)
+        reason = e.strerror or str(e)
+        if not os.path.isdir(directory):
+            reason = f"{directory} does not exist"
+        raise path_error(f"cannot create socket {path}: {reason}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(private)
     sock.setblocking(False)
-    return sock
+    return sock, file_id(st)
+
+
+def remove_own_socket(path: str, identity: FileId) -> None:
+    """Remove the socket file we created at ``path``, if it is still there; never another."""
+    if is_file(path, identity):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def user_name(uid: int) -> str:
@@ -1071,6 +1313,239 @@ def user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
+
+
+# ---------------------------------------------------------------------------------------------
+# 4b. Telling the person you call, as talkd does for talk(1)
+# ---------------------------------------------------------------------------------------------
+
+#: The login records, as who(1) reads them; the environment variable names another file.
+UTMP_PATH = "/var/run/utmp"
+UTMP_ENV = "TALK_UTMP"
+#: glibc's ``struct utmp`` on Linux: type, pid, line, id, user, host, exit, session, time,
+#: address, reserved.
+UTMP_RECORD = struct.Struct("=hxxi32s4s32s256shhiii4i20x")
+USER_PROCESS = 7
+#: Tell the party again this often while waiting, at most this many times in all.
+RING_EVERY = 30.0
+RING_TIMES = 10
+#: How long one write(1) may take before talk gives up on that terminal.
+WRITE_TIMEOUT = 5.0
+
+
+def logged_in_terminals(login: str, utmp: str) -> list[str]:
+    """The terminals (``pts/3``) where ``login`` is logged in, from the login records."""
+    try:
+        with open(utmp, "rb") as records:
+            data = records.read()
+    except OSError:
+        return []
+    terminals = []
+    size = UTMP_RECORD.size
+    for start in range(0, len(data) - size + 1, size):
+        fields = UTMP_RECORD.unpack_from(data, start)
+        kind, line, user = fields[0], fields[2], fields[4]
+        line_name = line.split(b"\0")[0].decode("utf-8", "replace")
+        if (
+            kind == USER_PROCESS
+            and user.split(b"\0")[0].decode("utf-8", "replace") == login
+            and line_name
+            and ".." not in line_name.split("/")
+            and line_name not in terminals
+        ):
+            terminals.append(line_name)
+    return terminals
+
+
+def accepts_messages(terminal: str) -> bool:
+    """Whether ``mesg y`` is set on ``terminal``: its group may write to it."""
+    try:
+        return bool(os.stat(f"/dev/{terminal}").st_mode & stat.S_IWGRP)
+    except OSError:
+        return False
+
+
+def own_terminal() -> str:
+    """The terminal talk runs on (``pts/3``), never one to send a notice to."""
+    try:
+        return os.ttyname(sys.stdin.fileno()).removeprefix("/dev/")
+    except OSError:
+        return ""
+
+
+def answer_command(party: Party, socket_option: str | None) -> str:
+    """What the party types to answer."""
+    here = os.path.abspath(__file__)
+    command = f"python3 {here} {party.me}"
+    return command if socket_option is None else f"{command} --socket {socket_option}"
+
+
+async def tell(party: Party, notice: str) -> str:
+    """Send ``notice`` to each of the party's terminals that accepts messages, through
+    write(1) (setgid tty on most systems, so talk needs no privilege of its own); return
+    what happened, for the status line.
+
+    Nothing write(1) prints can reach talk's screen: its output is read here, and it runs
+    in a session of its own, without a controlling terminal.
+    """
+    terminals = logged_in_terminals(party.login, os.environ.get(UTMP_ENV, UTMP_PATH))
+    mine = own_terminal()
+    terminals = [t for t in terminals if t != mine]
+    if not terminals:
+        return f"{party.login} is not logged in"
+    open_terminals = [t for t in terminals if accepts_messages(t)]
+    if not open_terminals:
+        return f"{party.login} is refusing messages"
+    write = shutil.which("write")
+    if write is None:
+        return "write(1) is not installed"
+    told: list[str] = []
+    failed: list[str] = []
+    for terminal in open_terminals:
+        process = await asyncio.create_subprocess_exec(
+            write,
+            party.login,
+            terminal,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            await asyncio.wait_for(process.communicate(notice.encode()), WRITE_TIMEOUT)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+        (told if process.returncode == 0 else failed).append(terminal)
+    news = []
+    if told:
+        news.append(f"told {party.login} on {', '.join(told)}")
+    if failed:
+        news.append(f"write(1) failed on {', '.join(failed)}")
+    return "; ".join(news)
+
+
+async def ring(pubpen: PubPen, party: Party, protocol: TalkProtocol, held: list[str]) -> None:
+    """While nobody has answered, tell the party every RING_EVERY seconds, RING_TIMES times
+    at most, and show what happened on the status line."""
+    notice = f"{party.me} wants to talk. Answer with: {party.answer}\n"
+    for n in range(1, RING_TIMES + 1):
+        news = await tell(party, notice)
+        if protocol.transport is not None:
+            return  # answered meanwhile: the status line says who with
+        again = "" if n == 1 else f" (again: {n} of {RING_TIMES})"
+        pubpen.publish("info", f"Waiting for {party.login}{held_note(held)}: {news}{again}")
+        await asyncio.sleep(RING_EVERY)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4c. Who is waiting to talk to you (--list)
+# ---------------------------------------------------------------------------------------------
+
+#: The kernel's socket table, as ``ss -xl`` reads it (sock_diag over netlink).
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST_DUMP = 0x301
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+TCP_LISTEN = 10
+UDIAG_SHOW_VFS = 2
+UNIX_DIAG_VFS = 1
+NETLINK_HEADER = struct.Struct("=IHHII")
+
+
+def listening_files() -> set[tuple[int, int]] | None:
+    """(device, inode) of every socket file that some process listens on, or None if the
+    system cannot say. Asking the kernel disturbs nobody; calling each socket to see whether
+    it answers would look like a caller to a talk that waits there."""
+    request = struct.pack(
+        "=BBHIIIII",
+        socket.AF_UNIX,
+        0,
+        0,
+        1 << TCP_LISTEN,
+        0,
+        UDIAG_SHOW_VFS,
+        0xFFFFFFFF,
+        0xFFFFFFFF,
+    )
+    header = NETLINK_HEADER.pack(
+        NETLINK_HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, 1, 0
+    )
+    found: set[tuple[int, int]] = set()
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as table:
+            table.send(header + request)
+            while True:
+                data = table.recv(1 << 16)
+                offset = 0
+                while offset + NETLINK_HEADER.size <= len(data):
+                    length, kind = NETLINK_HEADER.unpack_from(data, offset)[:2]
+                    if kind == NLMSG_DONE:
+                        return found
+                    if kind == NLMSG_ERROR or length < NETLINK_HEADER.size:
+                        return None
+                    # The attributes follow the header and a 16-byte unix_diag_msg.
+                    attribute, end = offset + NETLINK_HEADER.size + 16, offset + length
+                    while attribute + 4 <= end:
+                        size, kind = struct.unpack_from("=HH", data, attribute)
+                        if size < 4:
+                            break
+                        if kind == UNIX_DIAG_VFS:
+                            inode, device = struct.unpack_from("=II", data, attribute + 4)
+                            found.add((device, inode))
+                        attribute += (size + 3) & ~3
+                    offset += (length + 3) & ~3
+    except OSError:
+        return None
+
+
+def listener_at(path: str, live: set[tuple[int, int]] | None) -> os.stat_result | None:
+    """The socket file at ``path`` if some process listens on it (if we cannot tell, any)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(st.st_mode):
+        return None
+    kernel_device = os.major(st.st_dev) << 20 | os.minor(st.st_dev)  # the kernel's dev_t
+    if live is not None and (kernel_device, st.st_ino) not in live:
+        return None  # stale
+    return st
+
+
+def list_waiting(socket_option: str | None) -> int:
+    """Print who is waiting to talk to you, with the command that answers each; exit 0."""
+    me = os.getuid()
+    shared = socket_option or PATH
+    directory = os.path.dirname(os.path.abspath(shared))
+    here = f"python3 {os.path.abspath(__file__)}"
+    live = listening_files()
+    lines = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        names = []
+    for name in names:
+        match = re.fullmatch(r"talk-(\d+)-(\d+)\.sock(?:\.\d+)?", name)
+        if match is None or me not in (int(match[1]), int(match[2])):
+            continue
+        low, high = int(match[1]), int(match[2])
+        st = listener_at(os.path.join(directory, name), live)
+        if st is None or st.st_uid not in (low, high) or (st.st_uid == me and low != high):
+            continue  # stale, a squatter's, or your own call to someone else
+        caller = printable(user_name(st.st_uid))
+        base = meeting_path(directory, low, high)
+        option = "" if directory == os.path.dirname(PATH) else f" --socket {base}"
+        lines.append(f"{caller} is waiting to talk to you: {here} {caller}{option}")
+    st = listener_at(shared, live)
+    if st is not None and st.st_uid != me:
+        option = "" if socket_option is None else f" --socket {shared}"
+        who = printable(user_name(st.st_uid))
+        lines.append(f"{who} is waiting for anyone on {shared}: {here}{option}")
+    if live is None and lines:
+        lines.append("(talk cannot tell here whether these are still there or left over)")
+    print("\n".join(lines) if lines else "Nobody is waiting to talk to you.")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1086,7 +1561,9 @@ ENDING_SIGNALS = {
 }
 
 
-async def converse(path: str, crashes: list[dict[str, Any]]) -> tuple[str, int]:
+async def converse(
+    path: str, crashes: list[dict[str, Any]], party: Party | None = None
+) -> tuple[str, int]:
     """The guide's main block: connect (or wait for a caller), then show the conversation
     until it ends. Returns why it ended and the exit status.
 
@@ -1114,8 +1591,16 @@ async def converse(path: str, crashes: list[dict[str, Any]]) -> tuple[str, int]:
         loop.add_signal_handler(signum, pubpen.publish, "quit", reason, 128 + signum)
     try:
         # The socket first: a problem with the path is then a plain message, with no
-        # flash of a screen that curses sets up only to take down again.
-        call = await connect_or_wait(pubpen, path)
+        # flash of a screen that curses sets up only to take down again. A signal during
+        # set-up ends it there and then.
+        setting_up = asyncio.ensure_future(connect_or_wait(pubpen, path, party))
+        await asyncio.wait((setting_up, ending), return_when=asyncio.FIRST_COMPLETED)
+        if not setting_up.done():  # the program is to end before set-up did
+            setting_up.cancel()
+            await asyncio.wait((setting_up,))
+        if setting_up.cancelled():
+            return ending.result()
+        call = setting_up.result()
         await pubpen.drain()  # let the Display hear the news first, so it draws it at once
         try:
             with display:
@@ -1169,10 +1654,13 @@ def use_locale() -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="talk",
+        usage="%(prog)s [--socket PATH] [USER]\n       %(prog)s --list [--socket PATH]",
         description=(
-            "Chat, line by line, with another person logged into this machine. The first "
-            "to start talk waits on the socket; the second connects to it. Type a line and "
-            'press Enter to send it; a line with only "." quits.'
+            "Chat, line by line, with another person logged into this machine. "
+            "Without USER: the first to start talk waits on the shared socket; the second "
+            "connects to it. With USER (a login name or uid): a private call between you and "
+            "USER, who is told on their terminals how to answer. Type a line and press Enter "
+            'to send it; a line with only "." quits.'
         ),
         epilog=(
             "Keys: Backspace or Ctrl-H and Delete erase, Left/Right/Home/End (Ctrl-A, Ctrl-E) "
@@ -1181,22 +1669,57 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ),
     )
     parser.add_argument(
+        "user",
+        metavar="USER",
+        nargs="?",
+        help="call USER privately: only USER can join, and you can only reach USER",
+    )
+    parser.add_argument(
         "--socket",
         metavar="PATH",
-        default=PATH,
-        help=f"the UNIX socket to meet on (default: {PATH}); pick another to have a "
+        help=f"the UNIX socket to meet on (default: {PATH}, or for a call to USER a path "
+        f"in {os.path.dirname(PATH)} made from both uids); pick another to have a "
         "conversation of your own",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print who is waiting to talk to you, and the command that answers each",
+    )
+    args = parser.parse_args(argv)
+    if args.list and args.user is not None:
+        parser.error("--list takes no USER")
+    return args
+
+
+def find_user(name: str) -> pwd.struct_passwd:
+    """The account named ``name``, a login name or a numeric uid."""
+    try:
+        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, OverflowError):
+        raise TalkError(f"no such user: {printable(name)}") from None
+
+
+def make_party(name: str, socket_option: str | None) -> Party:
+    """The private call to ``name``: who, where the two meet, and how they answer."""
+    user = find_user(name)
+    me = pwd.getpwuid(os.getuid())
+    base = socket_option or meeting_path(os.path.dirname(PATH), me.pw_uid, user.pw_uid)
+    party = Party(user, me, base)
+    party.answer = answer_command(party, socket_option)
+    return party
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     use_locale()
+    if args.list:
+        return list_waiting(args.socket)
     crashes: list[dict[str, Any]] = []
     try:
+        party = None if args.user is None else make_party(args.user, args.socket)
         check_terminal()
-        reason, status = asyncio.run(converse(args.socket, crashes))
+        reason, status = asyncio.run(converse(args.socket or PATH, crashes, party))
     except TalkError as e:
         reason, status = str(e), 1
     except KeyboardInterrupt:  # Ctrl-C before talk's own signal handlers are in place

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from as_user import readable_copy, shared_dir
 from terminal import Peers, Spawner, socket_dir
 
 
@@ -39,3 +40,21 @@ def peer() -> Iterator[Peers]:
     peers = Peers()
     yield peers
     peers.close()
+
+
+@pytest.fixture
+def code_dir() -> Iterator[str]:
+    """A directory every user can read, with copies of talk.py and pubmarine.py: what tests
+    run as other users (``as_user.spawn_as``), since the checkout itself may be private."""
+    directory = readable_copy()
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def sticky_dir() -> Iterator[str]:
+    """A fresh directory like /var/tmp: every user may create files in it, and only a file's
+    owner may remove it (sticky)."""
+    directory = shared_dir("talk-pub-", 0o1777)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)

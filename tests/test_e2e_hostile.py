@@ -34,9 +34,9 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
+from as_user import needs_root, shared_dir, spawn_as
 from terminal import (
     ENTER_ALTERNATE_SCREEN,
     LEAVE_ALTERNATE_SCREEN,
@@ -51,8 +51,6 @@ from terminal import (
     conversation,
     drawn,
     input_row,
-    searchable_by_others,
-    socket_dir,
     start_server,
     start_with_peer,
     talking_to,
@@ -66,11 +64,6 @@ MAX_LINE = 64 * 1024
 CUT_MARK = " [line cut]"
 NOBODY = 65534
 OTHER_UID = 65533  # neither root nor nobody: may not remove nobody's file in a sticky directory
-
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root to run talk.py as other users (setuid)"
-)
-
 
 # -- helpers -------------------------------------------------------------------------------------
 
@@ -146,59 +139,10 @@ def exit_with_one_line(talk: Talk, start: str) -> str:
     return printed
 
 
-# Runs argv[3:] as uid argv[1], gid argv[2], with no supplementary groups.
-_AS_USER = (
-    "import os, sys\n"
-    "uid, gid = int(sys.argv[1]), int(sys.argv[2])\n"
-    "os.setgroups([])\n"
-    "os.setgid(gid)\n"
-    "os.setuid(uid)\n"
-    "os.execv(sys.argv[3], sys.argv[3:])\n"
-)
-
-
-def python_for_others() -> str:
-    """A Python that another user can run (ours may live under root's 0700 home)."""
-    for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
-        if not candidate or not os.path.exists(candidate):
-            continue
-        real = os.path.realpath(candidate)  # a venv's python is a link to the real one
-        if os.stat(real).st_mode & stat.S_IXOTH and searchable_by_others(os.path.dirname(real)):
-            return candidate
-    pytest.skip("no Python interpreter that other users may run")
-
-
-@pytest.fixture
-def program_for_others() -> Iterator[Path]:
-    """talk.py as another user can run it: a copy, with pubmarine.py beside it, in a directory
-    everyone can read. The checkout itself may be private (a clone in a 0700 ``mktemp -d``)."""
-    try:
-        directory = socket_dir(prefix="talk-prog-", public=True)
-    except OSError as error:
-        pytest.skip(f"no directory other users can read: {error}")
-    for module in ("talk.py", "pubmarine.py"):
-        copy = os.path.join(directory, module)
-        shutil.copyfile(REPO_ROOT / module, copy)
-        os.chmod(copy, 0o644)
-    yield Path(directory, "talk.py")
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def spawn_as(spawn: Spawner, program: Path, uid: int, path: str, **kwargs: Any) -> Talk:
-    """``program --socket path`` in a pty, as ``uid`` (same pid: the wrapper execs it)."""
-    python = python_for_others()
-    args = ["-c", _AS_USER, str(uid), str(uid), python, str(program), "--socket", path]
-    env = child_env(HOME="/")
-    return spawn(path, args=args, env=env, cwd=program.parent, **kwargs)
-
-
 @pytest.fixture
 def public_dir() -> Iterator[str]:
     """A fresh directory owned by root, mode 0755: other users can enter it, not write it."""
-    try:
-        directory = socket_dir(prefix="talk-pub-", public=True)
-    except OSError as error:
-        pytest.skip(f"no directory other users can reach: {error}")
+    directory = shared_dir("talk-pub-", 0o755)
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
 
@@ -571,17 +515,17 @@ def test_missing_directory_is_a_clear_error(spawn: Spawner, sock_path: str) -> N
 
 @needs_root
 def test_unwritable_directory_is_a_clear_error(
-    spawn: Spawner, public_dir: str, program_for_others: Path
+    spawn: Spawner, public_dir: str, code_dir: str
 ) -> None:
     path = os.path.join(public_dir, "talk.sock")
-    talk = spawn_as(spawn, program_for_others, NOBODY, path)
+    talk = spawn_as(spawn, code_dir, NOBODY, "--socket", path)
     exit_with_one_line(talk, f"talk: cannot create socket {path}: ")
     assert os.listdir(public_dir) == [], "something was created in the directory"
 
 
 @needs_root
 def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option(
-    spawn: Spawner, public_dir: str, program_for_others: Path
+    spawn: Spawner, public_dir: str, code_dir: str
 ) -> None:
     sticky = os.path.join(public_dir, "shared")
     os.mkdir(sticky)
@@ -594,7 +538,7 @@ def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option
     os.chown(path, NOBODY, NOBODY)
     before = _snapshot(path)
 
-    talk = spawn_as(spawn, program_for_others, OTHER_UID, path)
+    talk = spawn_as(spawn, code_dir, OTHER_UID, "--socket", path)
     printed = exit_with_one_line(talk, f"talk: {path} is a stale socket")
     assert "cannot be removed" in printed and "--socket" in printed, printed
     assert _snapshot(path) == before, "the other user's socket was touched"

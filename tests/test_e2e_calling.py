@@ -1,0 +1,583 @@
+"""End-to-end tests of ``talk.py USER``: private calls between real users (issue 9).
+
+alice, bob and mallory are real accounts (created with useradd; these tests need root and skip
+otherwise), each running the real talk.py in a pty of their own. The kernel tells each side who
+the other is (SO_PEERCRED), so only real users can show that intruders are turned away.
+
+They meet on ``--socket DIR/pair.sock`` in a sticky, world-writable directory like /var/tmp (the
+default meeting path lives in /var/tmp itself, where tests must not put sockets). Telling bob
+goes through a ``write`` on PATH that records what it was given, and once through the real
+write(1), with a login record for a pty that the test opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import os
+import pty
+import pwd
+import select
+import shlex
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypedDict
+
+import pytest
+from as_user import as_user, ensure_user, python_for_others, shared_dir, spawn_as
+from terminal import LOGIN, TALK_PY, Spawner, Talk, child_env, conversation, drawn, wait_until
+
+import talk
+from pubmarine import PubPen
+
+DEADLINE = 10.0
+ALICE, BOB, MALLORY = "talk-alice", "talk-bob", "talk-mallory"
+#: glibc's struct utmp on Linux, as talk.py and who(1) read it.
+UTMP_RECORD = struct.Struct("=hxxi32s4s32s256shhiii4i20x")
+USER_PROCESS = 7
+
+People = dict[str, pwd.struct_passwd]  # the people fixture: login -> account
+Squat = Callable[[str], None]  # the squatter fixture: listen at a path as mallory
+Terminal = tuple[int, str]  # the bobs_terminal fixture: a pty's master fd and its pts/N
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def people() -> People:
+    """alice, bob and mallory: real accounts, made if missing."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create users and run talk.py as them")
+    return {name: ensure_user(name) for name in (ALICE, BOB, MALLORY)}
+
+
+@pytest.fixture
+def records() -> Iterator[str]:
+    """A directory anyone may write to: what the fake write(1) records, the login records."""
+    directory = shared_dir("talk-records-", 0o777)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def utmp_record(login: str, line: str, kind: int = USER_PROCESS) -> bytes:
+    """One login record: ``login`` on terminal ``line`` (``pts/3``)."""
+    return UTMP_RECORD.pack(
+        kind, os.getpid(), line.encode(), line[-4:].encode(), login.encode(), b"", 0, 0, 0,
+        int(time.time()), 0, 0, 0, 0, 0,
+    )  # fmt: skip
+
+
+def write_utmp(path: str, *entries: bytes) -> str:
+    with open(path, "wb") as file:
+        file.write(b"".join(entries))
+    os.chmod(path, 0o644)
+    return path
+
+
+# A write(1) that records its arguments and what it reads, and makes noise on its own output.
+_FAKE_WRITE = """#!/bin/sh
+printf '%s\\n' "$@" > {records}/write.args
+cat > {records}/write.stdin
+echo "WRITE-NOISE on standard output"
+echo "WRITE-NOISE on standard error" >&2
+"""
+
+
+def fake_write(records: str) -> str:
+    """A directory holding a recording ``write``; put it first on PATH."""
+    bin_dir = os.path.join(records, "bin")
+    os.mkdir(bin_dir, 0o755)
+    script = os.path.join(bin_dir, "write")
+    with open(script, "w") as file:
+        file.write(_FAKE_WRITE.format(records=records))
+    os.chmod(script, 0o755)
+    return bin_dir
+
+
+class SwitchTo(TypedDict):
+    user: int
+    group: int
+    extra_groups: list[int]
+    cwd: str
+
+
+def switch_to(user: pwd.struct_passwd) -> SwitchTo:
+    """subprocess arguments that run a program as ``user``, with only that user's group, in a
+    directory that every user may enter (the checkout may be private)."""
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [], "cwd": "/"}
+
+
+def env_for(utmp: str, path: str = "/usr/bin:/bin") -> dict[str, str]:
+    return child_env(TALK_UTMP=utmp, PATH=path)
+
+
+def call(
+    spawn: Spawner,
+    code_dir: str,
+    caller: pwd.struct_passwd,
+    callee: pwd.struct_passwd,
+    path: str,
+    env: dict[str, str],
+) -> Talk:
+    """``caller`` runs ``talk.py CALLEE --socket path``."""
+    return spawn_as(spawn, code_dir, caller, callee.pw_name, "--socket", path, env=env)
+
+
+def status_of(talk: Talk, text: str) -> None:
+    talk.wait_until(lambda t: text in t.row(0) and drawn(t), DEADLINE, f"{text!r} on row 0")
+
+
+def talking(talk: Talk, login: str, pid: int) -> None:
+    status_of(talk, f"Talking to {login} (pid {pid})")
+
+
+def meet(
+    spawn: Spawner,
+    code_dir: str,
+    people: People,
+    path: str,
+    env: dict[str, str],
+    alice_waits: str | None = None,
+) -> tuple[Talk, Talk]:
+    """alice calls bob on ``path`` and, once she shows ``alice_waits``, bob answers; both
+    status lines then name the other."""
+    alice = call(spawn, code_dir, people[ALICE], people[BOB], path, env)
+    status_of(alice, alice_waits or f"Waiting for {BOB}")
+    bob = call(spawn, code_dir, people[BOB], people[ALICE], path, env)
+    talking(alice, BOB, bob.pid)
+    talking(bob, ALICE, alice.pid)
+    return alice, bob
+
+
+def last_row(talk: Talk) -> str:
+    shown = [row for row in conversation(talk) if row]
+    return shown[-1] if shown else ""
+
+
+def says(talk: Talk, text: str) -> None:
+    talk.wait_until(lambda t: last_row(t) == text and drawn(t), DEADLINE, repr(text))
+
+
+# -- the call itself -----------------------------------------------------------------------------
+
+
+def test_alice_calls_bob_bob_answers_and_both_see_who_the_other_is(
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str
+) -> None:
+    path = os.path.join(sticky_dir, "pair.sock")
+    env = env_for(write_utmp(os.path.join(records, "utmp")))
+    alice, bob = meet(spawn, code_dir, people, path, env)
+    alice.send_line("hello bob")
+    says(bob, "<you> hello bob")
+    bob.send_line("hello alice")
+    says(alice, "<you> hello alice")
+
+
+def test_an_intruder_is_turned_away_and_alice_keeps_waiting(
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str
+) -> None:
+    path = os.path.join(sticky_dir, "pair.sock")
+    env = env_for(write_utmp(os.path.join(records, "utmp")))
+    alice = call(spawn, code_dir, people[ALICE], people[BOB], path, env)
+    status_of(alice, f"Waiting for {BOB}")
+
+    # mallory calls alice on the same path: from her side, alice is who she wants.
+    mallory = call(spawn, code_dir, people[MALLORY], people[ALICE], path, env)
+    assert mallory.wait_exit(DEADLINE) == 1, mallory.after_exit
+    assert mallory.last_line == (
+        f"talk: {path} is private: this conversation is between {ALICE} and {BOB}"
+    ), mallory.after_exit
+    status_of(alice, f"Turned away {MALLORY} (pid {mallory.pid}); still waiting for {BOB}")
+    # and with a plain socket, what nc -U would be
+    intruder = subprocess.run(
+        [python_for_others(), "-c", _CONNECT_AND_READ, path],
+        **switch_to(people[MALLORY]),
+        capture_output=True,
+        timeout=DEADLINE,
+    )
+    assert (
+        intruder.stdout
+        == f"talk: private: this conversation is between {ALICE} and {BOB}\n".encode()
+    )
+    assert conversation(alice) == [""] * len(conversation(alice)), alice.text()
+    assert alice.child.isalive(), "alice's talk ended"
+
+    bob = call(spawn, code_dir, people[BOB], people[ALICE], path, env)
+    talking(alice, BOB, bob.pid)
+    talking(bob, ALICE, alice.pid)
+    bob.send_line("it is me")
+    says(alice, "<you> it is me")
+
+
+# Connects to argv[1] and prints everything received until the other side hangs up.
+_CONNECT_AND_READ = """\
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.settimeout(10)
+while data := s.recv(4096):
+    sys.stdout.buffer.write(data)
+"""
+
+# Listens on argv[1] forever, taking no call: a squatter.
+_SQUAT = """\
+import os, signal, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+os.umask(0)
+s.bind(sys.argv[1])
+s.listen(8)
+print("listening", flush=True)
+signal.pause()
+"""
+
+
+@pytest.fixture
+def squatter(people: People) -> Iterator[Squat]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def squat(path: str) -> None:
+        process = subprocess.Popen(
+            [python_for_others(), "-c", _SQUAT, path],
+            **switch_to(people[MALLORY]),
+            stdout=subprocess.PIPE,
+        )
+        started.append(process)
+        assert process.stdout is not None and process.stdout.readline() == b"listening\n"
+
+    yield squat
+    for process in started:
+        process.kill()
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+@pytest.mark.parametrize("how", ["listening", "file"])
+def test_a_path_squatted_by_mallory_does_not_stop_alice_and_bob(
+    spawn: Spawner,
+    code_dir: str,
+    sticky_dir: str,
+    people: People,
+    records: str,
+    squatter: Squat,
+    how: str,
+) -> None:
+    path = os.path.join(sticky_dir, "pair.sock")
+    if how == "listening":
+        squatter(path)
+    else:
+        with open(path, "w") as file:
+            file.write("mine\n")
+        os.chown(path, people[MALLORY].pw_uid, people[MALLORY].pw_gid)
+    env = env_for(write_utmp(os.path.join(records, "utmp")))
+
+    alice, bob = meet(spawn, code_dir, people, path, env, f"(pair.sock is held by {MALLORY})")
+    alice.send_line("around mallory")
+    says(bob, "<you> around mallory")
+    assert os.lstat(path).st_uid == people[MALLORY].pw_uid, "mallory's file was touched"
+
+
+def test_a_stale_socket_of_bobs_does_not_stop_alice_and_bob(
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str
+) -> None:
+    path = os.path.join(sticky_dir, "pair.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()  # left behind by a talk of bob's that was killed
+    os.chmod(path, 0o666)
+    os.chown(path, people[BOB].pw_uid, people[BOB].pw_gid)  # alice may not remove it
+    env = env_for(write_utmp(os.path.join(records, "utmp")))
+
+    alice, _bob = meet(spawn, code_dir, people, path, env)
+    _bob.send_line("past my old socket")
+    says(alice, "<you> past my old socket")
+
+
+def test_the_caller_will_not_talk_to_whoever_holds_the_path(
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str, squatter: Squat
+) -> None:
+    # mallory listens on every place where alice and bob could meet: alice must not end up
+    # talking to her, and says who holds them.
+    path = os.path.join(sticky_dir, "pair.sock")
+    for place in [path] + [f"{path}.{n}" for n in range(1, 4)]:
+        squatter(place)
+    env = env_for(write_utmp(os.path.join(records, "utmp")))
+    alice = call(spawn, code_dir, people[ALICE], people[BOB], path, env)
+    assert alice.wait_exit(DEADLINE) == 1, alice.after_exit
+    assert alice.last_line.startswith(f"talk: no free place to meet {BOB}: "), alice.after_exit
+    assert f"pair.sock is held by {MALLORY}" in alice.last_line, alice.after_exit
+    assert "--socket PATH" in alice.last_line, alice.after_exit
+    assert b"\x1b[?1049h" not in alice.raw, "a conversation screen was shown"
+
+
+# -- calling yourself, and nobody -----------------------------------------------------------------
+
+
+def test_calling_yourself_from_two_terminals_works(spawn: Spawner, sock_path: str) -> None:
+    env = child_env(TALK_UTMP="/nonexistent")
+    first = spawn(sock_path, args=[str(TALK_PY), LOGIN, "--socket", sock_path], env=env)
+    status_of(first, f"Waiting for {LOGIN}")
+    # the other terminal names you by uid, which works as well as the login name
+    second = spawn(sock_path, args=[str(TALK_PY), str(os.getuid()), "--socket", sock_path], env=env)
+    talking(first, LOGIN, second.pid)
+    talking(second, LOGIN, first.pid)
+    second.send_line("hello me")
+    says(first, "<you> hello me")
+
+
+def test_an_unknown_user_is_a_clear_error(spawn: Spawner, sock_path: str) -> None:
+    talk = spawn(sock_path, args=[str(TALK_PY), "no-such-user-here", "--socket", sock_path])
+    assert talk.wait_exit(DEADLINE) == 1, talk.after_exit
+    assert talk.after_exit == "talk: no such user: no-such-user-here", talk.after_exit
+    assert not os.path.exists(sock_path)
+
+
+def test_help_lists_the_new_forms(sock_path: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(TALK_PY), "--help"], capture_output=True, text=True, timeout=DEADLINE
+    )
+    assert result.returncode == 0
+    assert "[USER]" in result.stdout and "--list" in result.stdout, result.stdout
+
+
+# -- telling bob ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bobs_terminal(people: People) -> Iterator[Terminal]:
+    """A pty of bob's: (master fd, ``pts/N``), with messages allowed (``mesg y``)."""
+    master, slave = pty.openpty()
+    name = os.ttyname(slave)
+    tty_gid = _tty_group()
+    os.chown(name, people[BOB].pw_uid, tty_gid)
+    os.chmod(name, 0o620)
+    yield master, name.removeprefix("/dev/")
+    os.close(slave)
+    os.close(master)
+
+
+def _tty_group() -> int:
+    try:
+        return grp.getgrnam("tty").gr_gid
+    except KeyError:
+        pytest.skip("no tty group")
+
+
+def test_the_notice_reaches_bob_and_nothing_write_prints_reaches_alice(
+    spawn: Spawner,
+    code_dir: str,
+    sticky_dir: str,
+    people: People,
+    records: str,
+    bobs_terminal: Terminal,
+) -> None:
+    _master, line = bobs_terminal
+    path = os.path.join(sticky_dir, "pair.sock")
+    utmp = write_utmp(os.path.join(records, "utmp"), utmp_record(BOB, line))
+    env = env_for(utmp, f"{fake_write(records)}:/usr/bin:/bin")
+
+    alice = call(spawn, code_dir, people[ALICE], people[BOB], path, env)
+    status_of(alice, f"Waiting for {BOB}: told {BOB} on {line}")
+    with open(os.path.join(records, "write.args")) as args:
+        assert args.read().split() == [BOB, line]
+    with open(os.path.join(records, "write.stdin")) as notice:
+        assert notice.read() == (
+            f"{ALICE} wants to talk. Answer with: "
+            f"python3 {code_dir}/talk.py {ALICE} --socket {path}\n"
+        )
+    # write(1) had ended before talk.py said it had told bob: whatever it wrote to alice's
+    # terminal would be on the screen before that status line.
+    assert b"WRITE-NOISE" not in alice.raw, "write(1)'s output reached talk's screen"
+    assert alice.row(1).startswith("---") and drawn(alice), alice.text()
+
+
+@pytest.mark.parametrize("case", ["not logged in", "refusing messages", "no write"])
+def test_the_status_line_says_why_bob_was_not_told(
+    spawn: Spawner,
+    code_dir: str,
+    sticky_dir: str,
+    people: People,
+    records: str,
+    bobs_terminal: Terminal,
+    case: str,
+) -> None:
+    _master, line = bobs_terminal
+    path = os.path.join(sticky_dir, "pair.sock")
+    entries = [] if case == "not logged in" else [utmp_record(BOB, line)]
+    if case == "refusing messages":
+        os.chmod(f"/dev/{line}", 0o600)  # mesg n
+    utmp = write_utmp(os.path.join(records, "utmp"), *entries)
+    search = "/nonexistent" if case == "no write" else f"{fake_write(records)}:/usr/bin:/bin"
+    expected = {
+        "not logged in": f"{BOB} is not logged in",
+        "refusing messages": f"{BOB} is refusing messages",
+        "no write": "write(1) is not installed",
+    }[case]
+
+    alice = call(spawn, code_dir, people[ALICE], people[BOB], path, env_for(utmp, search))
+    status_of(alice, f"Waiting for {BOB}: {expected}")
+    assert not os.path.exists(os.path.join(records, "write.args")), "write(1) was run"
+    bob = call(spawn, code_dir, people[BOB], people[ALICE], path, env_for(utmp, search))
+    talking(alice, BOB, bob.pid)  # and talk kept waiting
+
+
+def test_the_real_write_rings_bobs_terminal(
+    spawn: Spawner,
+    code_dir: str,
+    sticky_dir: str,
+    people: People,
+    records: str,
+    bobs_terminal: Terminal,
+) -> None:
+    """write(1) reads the system's login records: alice's talk runs in a mount namespace of its
+    own where /run holds a utmp with bob on the test's pty, and finds write(1) installed as
+    Debian installs it (setgid tty)."""
+    real_write = shutil.which("write", path="/usr/bin:/bin")
+    if real_write is None:
+        pytest.skip("write(1) is not installed")
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a mount namespace here (unshare -m)")
+    master, line = bobs_terminal
+    run_dir = os.path.join(records, "run")
+    os.mkdir(run_dir, 0o755)
+    write_utmp(os.path.join(run_dir, "utmp"), utmp_record(BOB, line))
+    bin_dir = os.path.join(records, "bin")
+    os.mkdir(bin_dir, 0o755)
+    shutil.copy(real_write, os.path.join(bin_dir, "write"))
+    os.chown(os.path.join(bin_dir, "write"), 0, _tty_group())
+    os.chmod(os.path.join(bin_dir, "write"), 0o2755)
+    path = os.path.join(sticky_dir, "pair.sock")
+
+    env = child_env(PATH=f"{bin_dir}:/usr/bin:/bin", HOME="/")
+    env.pop("TALK_UTMP", None)  # the default: the system's login records
+    talk_py = os.path.join(code_dir, "talk.py")
+    as_alice = [sys.executable, *as_user(people[ALICE], talk_py, BOB, "--socket", path)]
+    inner = f"mount --bind {run_dir} /run && exec {shlex.join(as_alice)}"
+    alice = spawn(
+        path, args=["-c", _EXEC, "unshare", "-m", "sh", "-c", inner], env=env, cwd=code_dir
+    )
+    status_of(alice, f"Waiting for {BOB}: told {BOB} on {line}")
+    received = b""
+    deadline = time.monotonic() + DEADLINE
+    while b"Answer with" not in received and time.monotonic() < deadline:
+        wait_until(lambda: _readable(master), DEADLINE, "bob's terminal to get something")
+        received += os.read(master, 4096)
+    text = received.decode("utf-8", "replace")
+    assert f"Message from {ALICE}@" in text, text
+    assert f"{ALICE} wants to talk. Answer with: python3 {talk_py} {ALICE}" in text, text
+
+
+_EXEC = "import os, sys; os.execvp(sys.argv[1], sys.argv[1:])"
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+# -- --list --------------------------------------------------------------------------------------
+
+
+def test_list_shows_who_is_waiting_and_how_to_answer(
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str
+) -> None:
+    alice_uid, bob_uid = people[ALICE].pw_uid, people[BOB].pw_uid
+    pair = os.path.join(
+        sticky_dir, f"talk-{min(alice_uid, bob_uid)}-{max(alice_uid, bob_uid)}.sock"
+    )
+    shared = os.path.join(sticky_dir, "talk.sock")
+    env = env_for(write_utmp(os.path.join(records, "utmp")))
+    talk_py = os.path.join(code_dir, "talk.py")
+
+    def listing(user: pwd.struct_passwd) -> str:
+        result = subprocess.run(
+            [python_for_others(), talk_py, "--list", "--socket", shared],
+            **switch_to(user),
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert listing(people[BOB]) == "Nobody is waiting to talk to you.\n"
+
+    alice = call(spawn, code_dir, people[ALICE], people[BOB], pair, env)
+    status_of(alice, f"Waiting for {BOB}")
+    mallory = spawn_as(spawn, code_dir, people[MALLORY], "--socket", shared, env=env)
+    status_of(mallory, "Waiting for someone")
+    # a stale call from mallory to bob: not listed
+    mallory_pair = os.path.join(
+        sticky_dir,
+        f"talk-{min(people[MALLORY].pw_uid, bob_uid)}-{max(people[MALLORY].pw_uid, bob_uid)}.sock",
+    )
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(mallory_pair)
+    stale.close()
+    os.chown(mallory_pair, people[MALLORY].pw_uid, people[MALLORY].pw_gid)
+
+    assert listing(people[BOB]).splitlines() == [
+        f"{ALICE} is waiting to talk to you: python3 {talk_py} {ALICE} --socket {pair}",
+        f"{MALLORY} is waiting for anyone on {shared}: python3 {talk_py} --socket {shared}",
+    ]
+    # alice does not see her own call; she does see mallory on the shared socket
+    assert listing(people[ALICE]).splitlines() == [
+        f"{MALLORY} is waiting for anyone on {shared}: python3 {talk_py} --socket {shared}",
+    ]
+    assert alice.child.isalive() and "Waiting" in alice.row(0), "listing disturbed alice"
+
+
+def test_meeting_places_are_the_same_whoever_calls() -> None:
+    assert talk.meeting_path("/var/tmp", 1001, 1000) == "/var/tmp/talk-1000-1001.sock"
+    assert talk.meeting_path("/var/tmp", 1000, 1001) == "/var/tmp/talk-1000-1001.sock"
+
+
+def test_login_records_are_read_as_who_reads_them(tmp_path: Path) -> None:
+    utmp = write_utmp(
+        str(tmp_path / "utmp"),
+        utmp_record("bob", "pts/3"),
+        utmp_record("alice", "pts/4"),
+        utmp_record("bob", "pts/5", kind=8),  # DEAD_PROCESS: logged out
+        utmp_record("bob", "tty2"),
+    )
+    assert talk.logged_in_terminals("bob", utmp) == ["pts/3", "tty2"]
+    assert talk.logged_in_terminals("carol", utmp) == []
+    assert talk.logged_in_terminals("bob", str(tmp_path / "missing")) == []
+
+
+def test_the_party_is_told_again_every_so_often_at_most_ten_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        pubpen = PubPen(loop, talk.EVENTS)
+        shown: list[str] = []
+        pubpen.subscribe("info", shown.append)
+        told = []
+
+        async def tell(party: object, notice: str) -> str:
+            told.append(notice)
+            return "told bob on pts/3"
+
+        monkeypatch.setattr(talk, "tell", tell)
+        monkeypatch.setattr(talk, "RING_EVERY", 0.001)
+        me = pwd.getpwuid(os.getuid())
+        party = talk.Party(me, me, "/nonexistent/x.sock")
+        party.answer = "python3 talk.py me"
+        protocol = talk.TalkProtocol(pubpen)
+        await talk.ring(pubpen, party, protocol, [])
+        await pubpen.drain()
+        assert len(told) == 10
+        return shown
+
+    shown = asyncio.run(scenario())
+    assert shown[0] == f"Waiting for {LOGIN}: told bob on pts/3"
+    assert shown[1] == f"Waiting for {LOGIN}: told bob on pts/3 (again: 2 of 10)"
+    assert shown[-1].endswith("(again: 10 of 10)")
+    assert len(shown) == 10

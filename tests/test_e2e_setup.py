@@ -1,0 +1,390 @@
+"""End-to-end tests of talk.py's set-up on a box shared with other local users (issue 7, §2).
+
+Another user can create files next to the socket, plant symbolic links, hold locks on the
+directory and leave sockets that take no calls. None of it may block talk, redirect it to a
+socket it did not choose, get a file's mode changed through it, or keep it from ending on
+Ctrl-C. Each test runs the real talk.py in a pseudo-terminal (see terminal.py).
+
+An attacker who wins a race by microseconds is simulated by a small wrapper around talk.main()
+that acts at the exact moment (right after talk first looks at the path, right after it binds a
+socket): the same technique as the race test in test_e2e_hostile.py, and the only way to make
+such a race happen every time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import stat
+import struct
+import termios
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from as_user import needs_root, spawn_as
+from terminal import (
+    ENTER_ALTERNATE_SCREEN,
+    LEAVE_ALTERNATE_SCREEN,
+    LOGIN,
+    REPO_ROOT,
+    Peer,
+    Peers,
+    Spawner,
+    Talk,
+    drawn,
+    start_server,
+    talking_to,
+    wait_for_status,
+    wait_until,
+    waiting,
+)
+
+DEADLINE = 10.0
+#: Ending on a signal must take at most 0.5 s; a loaded CI machine gets some slack, but much
+#: less than the 5 s that a lock held by someone else used to cost.
+PROMPTLY = 2.0
+NOBODY = 65534
+WAY_OUT = "--socket PATH"
+
+
+def ended_with_one_line(talk: Talk) -> str:
+    """Wait for exit status 1 after exactly one printed line, drawn without taking the screen."""
+    status = talk.wait_exit(DEADLINE)
+    printed = talk.after_exit
+    assert status == 1, f"exit status {status}; printed {printed!r}"
+    assert "\n" not in printed and printed.startswith("talk: "), printed
+    assert ENTER_ALTERNATE_SCREEN not in talk.raw, "the screen was taken over before the error"
+    return printed
+
+
+def leftovers(directory: str, *expected: str) -> list[str]:
+    """Files in ``directory`` other than ``expected`` (talk's private names included)."""
+    return sorted(set(os.listdir(directory)) - set(expected))
+
+
+# -- no lock that someone else can hold ---------------------------------------------------------
+
+
+@pytest.fixture
+def directory_locked(sock_path: str) -> Iterator[None]:
+    """What anyone who can read the directory can do: ``flock DIR sleep infinity``."""
+    fd = os.open(os.path.dirname(sock_path), os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+    os.close(fd)
+
+
+def test_a_lock_held_on_the_directory_does_not_hold_talk_up(
+    spawn: Spawner, sock_path: str, directory_locked: None
+) -> None:
+    started = time.monotonic()
+    first = start_server(spawn, sock_path)
+    second = spawn(sock_path)
+    wait_for_status(second, talking_to(first.pid))
+    wait_for_status(first, talking_to(second.pid))
+    took = time.monotonic() - started
+    assert took < PROMPTLY, f"two talks took {took:.1f}s to meet"
+
+
+def test_ctrl_c_ends_talk_at_once_while_someone_holds_a_lock(
+    spawn: Spawner, sock_path: str, directory_locked: None
+) -> None:
+    talk = spawn(sock_path)
+    # Once talk.py is in set-up or past it: it has its own socket or has the directory open.
+    directory = os.path.dirname(sock_path)
+
+    def in_set_up(t: Talk) -> bool:
+        return directory in open_files(t.pid) or waiting(sock_path) in t.row(0)
+
+    talk.wait_until(in_set_up, DEADLINE, "talk.py to set up")
+    pressed = time.monotonic()
+    talk.press("ctrl_c")
+    assert talk.wait_exit(DEADLINE) == 128 + signal.SIGINT, talk.output
+    assert talk.eof_at is not None
+    took = talk.eof_at - pressed
+    assert took < PROMPTLY, f"Ctrl-C took {took:.1f}s to end talk.py"
+    assert talk.last_line == "talk: interrupted", talk.after_exit
+    assert not os.path.exists(sock_path), "the socket file was left behind"
+
+
+def open_files(pid: int) -> set[str]:
+    """What process ``pid`` has open now, as paths; it opens and closes files meanwhile."""
+    fds = f"/proc/{pid}/fd"
+    paths = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(fds):
+            with contextlib.suppress(OSError):  # closed since the listing
+                paths.add(os.readlink(f"{fds}/{fd}"))
+    return paths
+
+
+# -- signals at every moment of start-up ----------------------------------------------------------
+
+SIGNALS = {
+    "sigint": (signal.SIGINT, "talk: interrupted"),
+    "sigterm": (signal.SIGTERM, "talk: terminated"),
+    "sighup": (signal.SIGHUP, "talk: hung up"),
+}
+#: Moments after talk.py starts to run, in seconds, spread over what start-up takes (about
+#: 0.1 s: imports, terminal checks, socket set-up, the first screen) and a little after.
+MOMENTS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.09, 0.12, 0.15, 0.2, 0.3)
+
+# Runs talk.py (argv[2]) as ``python3 talk.py ARGS...`` typed in a shell would, but creates the
+# file argv[1] once the interpreter is up and talk.py compiled: what comes before is Python's
+# business, not talk's. Ctrl-C is set as Python sets it for a command started from a terminal
+# (pytest may run in the background, where a shell starts programs with SIGINT ignored), and a
+# Ctrl-C that lands before talk.py's first line ends the program as Python's own start-up does.
+_MARKS_THE_START = """\
+import os
+import signal
+import sys
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+marker, path = sys.argv[1], sys.argv[2]
+with open(path) as source:
+    code = compile(source.read(), path, "exec")
+sys.argv = sys.argv[2:]
+try:
+    open(marker, "w").close()
+    exec(code, {"__name__": "__main__", "__file__": path})
+except KeyboardInterrupt:
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        raise  # talk.py had taken Ctrl-C over: this one is talk's
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+"""
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_a_signal_at_any_moment_of_start_up_ends_talk_cleanly(
+    spawn: Spawner, sock_path: str, tmp_path: Path, name: str
+) -> None:
+    signum, line = SIGNALS[name]
+    directory = os.path.dirname(sock_path)
+    starter = tmp_path / "marks_the_start.py"
+    starter.write_text(_MARKS_THE_START)
+    for i, moment in enumerate(MOMENTS):
+        started = tmp_path / f"started{i}"
+        talk = spawn(
+            sock_path,
+            args=[str(starter), str(started), str(REPO_ROOT / "talk.py"), "--socket", sock_path],
+        )
+        wait_until(started.exists, DEADLINE, "talk.py to start", interval=0.001)
+        # Not synchronisation: the moment itself is what the test varies.
+        time.sleep(moment)
+        sent = time.monotonic()
+        talk.kill(signum)
+        at = f"{name} {moment:.2f}s after the start"
+        status = talk.wait_exit(DEADLINE)
+        assert status == 128 + signum, f"{at}: exit status {status}; {talk.after_exit!r}"
+        assert talk.eof_at is not None and talk.eof_at - sent < PROMPTLY, f"{at}: slow"
+        assert "Traceback" not in talk.output, f"{at}: {talk.output}"
+        if ENTER_ALTERNATE_SCREEN in talk.raw:
+            assert talk.raw.rfind(LEAVE_ALTERNATE_SCREEN) > talk.raw.rfind(
+                ENTER_ALTERNATE_SCREEN
+            ), f"{at}: the terminal was not given back"
+        assert talk.after_exit in ("", line), f"{at}: printed {talk.after_exit!r}"
+        assert leftovers(directory) == [], f"{at}: left behind {leftovers(directory)}"
+        talk.close()
+
+
+# -- no symbolic link followed ------------------------------------------------------------------
+
+# talk.main() with an attacker who plants a symbolic link at the socket path (argv[1], pointing
+# to argv[2]) right after talk.py first looks at the path, by any means.
+_PLANTS_A_LINK = """\
+import os
+import sys
+sys.path.insert(0, {repo!r})
+import talk
+
+path, target = sys.argv[1], sys.argv[2]
+planted = []
+
+
+def planting(look):
+    def looked(name, *args, **kwargs):
+        try:
+            return look(name, *args, **kwargs)
+        finally:
+            if name == path and not planted:
+                planted.append(True)
+                os.symlink(target, path)
+    return looked
+
+
+os.lstat, os.stat, os.open = planting(os.lstat), planting(os.stat), planting(os.open)
+sys.exit(talk.main(sys.argv[3:]))
+"""
+
+
+def test_a_link_planted_after_the_first_look_is_not_followed(
+    spawn: Spawner, peer: Peers, sock_path: str, tmp_path: Path
+) -> None:
+    # The link points to a socket of ours that the attacker could not connect to themselves.
+    private = os.path.join(os.path.dirname(sock_path), "private.sock")
+    listener = peer.listen(private)
+    starter = tmp_path / "plants_a_link.py"
+    starter.write_text(_PLANTS_A_LINK.format(repo=str(REPO_ROOT)))
+
+    talk = spawn(sock_path, args=[str(starter), sock_path, private, "--socket", sock_path])
+    printed = ended_with_one_line(talk)
+
+    assert printed.startswith(f"talk: {sock_path} exists and is not a socket"), printed
+    assert f"it is {LOGIN}'s" in printed and WAY_OUT in printed, printed
+    listener.sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        listener.sock.accept()  # nobody called through the link
+    assert os.readlink(sock_path) == private, "the planted link was touched"
+
+
+# talk.main() with an attacker who replaces every socket file talk.py binds with a symbolic
+# link to the file argv[1], right after bind().
+_LINKS_THE_NEW_SOCKET = """\
+import os
+import socket
+import sys
+sys.path.insert(0, {repo!r})
+import talk
+
+victim = sys.argv[1]
+bind = socket.socket.bind
+
+
+def bind_and_replace(self, address):
+    bind(self, address)
+    if isinstance(address, str) and address:
+        os.unlink(address)
+        os.symlink(victim, address)
+
+
+socket.socket.bind = bind_and_replace
+sys.exit(talk.main(sys.argv[2:]))
+"""
+
+
+def test_the_socket_mode_is_never_set_through_a_link(
+    spawn: Spawner, sock_path: str, tmp_path: Path
+) -> None:
+    victim = tmp_path / "secret"
+    victim.write_text("private notes\n")
+    victim.chmod(0o600)
+    starter = tmp_path / "links_the_new_socket.py"
+    starter.write_text(_LINKS_THE_NEW_SOCKET.format(repo=str(REPO_ROOT)))
+
+    talk = spawn(sock_path, args=[str(starter), str(victim), "--socket", sock_path])
+    talk.wait_until(
+        lambda t: t.eof or "Waiting for" in t.row(0), DEADLINE, "talk.py to set up or give up"
+    )
+    talk.close()
+
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600, "the victim's mode was changed"
+    assert victim.read_text() == "private notes\n"
+
+
+# -- a listener that takes no more calls --------------------------------------------------------
+
+
+def test_a_listener_with_a_full_backlog_is_reported_busy(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    listener = peer.listen(sock_path)
+    listener.sock.listen(0)  # one call may wait to be accepted ...
+    queued = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    queued.connect(sock_path)  # ... and now one does
+    try:
+        talk = spawn(sock_path)
+        printed = ended_with_one_line(talk)
+    finally:
+        queued.close()
+    assert printed.startswith(f"talk: {sock_path} is busy"), printed
+    assert f"({LOGIN}'s)" in printed and "--socket PATH" in printed, printed
+
+
+# -- the exit status tells the truth -------------------------------------------------------------
+
+
+def test_a_conversation_that_ends_in_an_error_exits_non_zero(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    listener = peer.listen(sock_path)
+    talk = spawn(sock_path)
+    other = listener.accept(DEADLINE)
+    wait_for_status(talk, talking_to(os.getpid()))
+    talk.send_line("a line the other side never reads")
+    talk.wait_until(lambda t: "never reads" in t.text() and drawn(t), DEADLINE, "the line")
+    # Closing with unread data resets the connection: talk's next read fails (ECONNRESET).
+    wait_until(lambda: unread_by(other) > 0, DEADLINE, "the line to reach the peer")
+    other.close()
+    status = talk.wait_exit(DEADLINE)
+    assert status == 1, f"exit status {status}; printed {talk.after_exit!r}"
+    assert talk.last_line.startswith("talk: connection lost: "), talk.after_exit
+
+
+def unread_by(peer: Peer) -> int:
+    """Bytes waiting in the peer's receive queue (FIONREAD)."""
+    out = fcntl.ioctl(peer.sock.fileno(), termios.FIONREAD, struct.pack("i", 0))
+    return int(struct.unpack("i", out)[0])
+
+
+# -- every path problem names the way out -------------------------------------------------------
+
+
+def test_a_missing_directory_names_the_socket_option(spawn: Spawner, sock_path: str) -> None:
+    path = os.path.join(os.path.dirname(sock_path), "missing", "talk.sock")
+    printed = ended_with_one_line(spawn(path))
+    assert printed.startswith(f"talk: cannot create socket {path}: "), printed
+    assert WAY_OUT in printed, printed
+
+
+def test_a_path_through_a_file_names_the_socket_option(spawn: Spawner, sock_path: str) -> None:
+    afile = os.path.join(os.path.dirname(sock_path), "afile")
+    open(afile, "w").close()
+    printed = ended_with_one_line(spawn(os.path.join(afile, "talk.sock")))
+    assert WAY_OUT in printed, printed
+
+
+def test_a_path_longer_than_a_socket_address_works(spawn: Spawner, sock_path: str) -> None:
+    # AF_UNIX addresses hold 107 bytes; talk binds under a short name and links it into place.
+    path = os.path.join(os.path.dirname(sock_path), "x" * 120)
+    first = start_server(spawn, path)
+    second = spawn(path)
+    wait_for_status(second, talking_to(first.pid))
+    wait_for_status(first, talking_to(second.pid))
+
+
+@needs_root
+def test_permission_denied_on_a_foreign_socket_names_owner_and_socket_option(
+    spawn: Spawner, sticky_dir: str, code_dir: str
+) -> None:
+    path = os.path.join(sticky_dir, "talk.sock")
+    private = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    private.bind(path)
+    private.listen(1)
+    os.chmod(path, 0o600)  # root's, and only root may connect
+    try:
+        talk = spawn_as(spawn, code_dir, NOBODY, "--socket", path)
+        printed = ended_with_one_line(talk)
+    finally:
+        private.close()
+    assert printed.startswith(f"talk: cannot connect to {path}: permission denied"), printed
+    assert "root" in printed and WAY_OUT in printed, printed
+
+
+@needs_root
+def test_an_unwritable_directory_names_the_socket_option(
+    spawn: Spawner, code_dir: str, sticky_dir: str
+) -> None:
+    directory = os.path.join(sticky_dir, "closed")
+    os.mkdir(directory, 0o755)  # root's: others may look, not create
+    path = os.path.join(directory, "talk.sock")
+    talk = spawn_as(spawn, code_dir, NOBODY, "--socket", path)
+    printed = ended_with_one_line(talk)
+    assert printed.startswith(f"talk: cannot create socket {path}: "), printed
+    assert WAY_OUT in printed, printed
+    assert leftovers(directory) == []
