@@ -30,7 +30,6 @@ from terminal import (
     start_server,
     start_with_peer,
     talking_to,
-    wait_all_ended,
     wait_for_status,
     wait_until,
     waiting,
@@ -57,6 +56,15 @@ def start_pair(spawn, path: str, **kwargs) -> tuple[Talk, Talk]:
     wait_for_status(client, talking_to(server.pid))
     wait_for_status(server, talking_to(client.pid))
     return server, client
+
+
+def close_after_peer_left(talk: Talk) -> float:
+    """Wait until the status line says the other side left; press a key to close. The time."""
+    wait_for_status(talk, " left - press any key to close")
+    assert talk.child.isalive(), "talk.py ended before a key was pressed"
+    trigger = time.monotonic()
+    talk.type("q")
+    return trigger
 
 
 def assert_ended(talk: Talk, trigger_time: float, reason: str, status: int = 0) -> None:
@@ -86,7 +94,8 @@ def test_help_explains_the_program_and_the_socket_option(spawn, sock_path):
 def test_first_is_server_second_connects_and_both_see_the_other(spawn, sock_path):
     server = spawn(sock_path)
     server.wait_for_row(0, waiting(sock_path))
-    assert server.row(0) == waiting(sock_path)
+    # While waiting, the status line also says how to quit (shortened to fit 80 columns).
+    wait_for_status(server, waiting(sock_path) + " - type . to quit")
     wait_until(lambda: os.path.exists(sock_path), what="the socket file")
     assert stat.S_ISSOCK(os.stat(sock_path).st_mode)
 
@@ -432,26 +441,25 @@ def test_dot_ends_both_instances_and_removes_the_socket(spawn, sock_path):
     server, client = start_pair(spawn, sock_path)
     trigger = time.monotonic()
     client.send_line(".")
-    # Read both while they end: reading the server only after the client's checks would
-    # note its end late and could make it miss the deadline it met.
-    wait_all_ended(client, server)
     assert_ended(client, trigger, "talk: you ended the conversation")
+    # The other side keeps the conversation on screen until a key is pressed.
+    trigger = close_after_peer_left(server)
     assert_ended(server, trigger, "talk: the other side closed the connection")
     assert not os.path.exists(sock_path)
 
 
 def test_server_ends_when_the_socket_peer_closes(spawn, peer, sock_path):
     talk, sock = start_with_peer(spawn, peer, sock_path)
-    trigger = time.monotonic()
     sock.close()
+    trigger = close_after_peer_left(talk)
     assert_ended(talk, trigger, "talk: the other side closed the connection")
     assert not os.path.exists(sock_path)
 
 
 def test_server_ends_when_the_other_talk_is_killed(spawn, sock_path):
     server, client = start_pair(spawn, sock_path)
-    trigger = time.monotonic()
     client.kill(signal.SIGKILL)
+    trigger = close_after_peer_left(server)
     assert_ended(server, trigger, "talk: the other side closed the connection")
     assert not os.path.exists(sock_path)
 
@@ -461,8 +469,8 @@ def test_client_ends_when_the_server_goes_away(spawn, peer, sock_path):
     talk = spawn(sock_path)
     server = listener.accept()
     talk.wait_for_row(0, talking_to(os.getpid()))
-    trigger = time.monotonic()
     server.close()
+    trigger = close_after_peer_left(talk)
     assert_ended(talk, trigger, "talk: the other side closed the connection")
     assert os.path.exists(sock_path), "the client removed a socket file that is not its own"
 
