@@ -46,6 +46,7 @@ import socket
 import stat
 import struct
 import sys
+import textwrap
 import traceback
 import unicodedata
 from collections import deque
@@ -509,7 +510,7 @@ class KeyDecoder:
 
     PASTE_START = "[200~"
     PASTE_END = ESC + "[201~"
-    MAX_SEQUENCE = 32  # a sequence longer than any real one is garbage: stop swallowing
+    MAX_SEQUENCE = 32  # longer than any sequence talk knows: keep no more of one
 
     def __init__(self) -> None:
         self.sequence: str | None = None  # what followed an ESC so far, None outside one
@@ -548,8 +549,8 @@ class KeyDecoder:
         if sequence == "O":
             return []  # SS3 ends with its one final character
         # CSI: parameter and intermediate characters (0x20-0x3F), then one final (0x40-0x7E).
-        if " " <= key <= "?" and len(sequence) < self.MAX_SEQUENCE:
-            self.sequence = sequence + key
+        if " " <= key <= "?":
+            self.sequence = (sequence + key)[: self.MAX_SEQUENCE]  # only its start matters
             return []
         if "@" <= key <= "~":
             sequence += key
@@ -836,7 +837,6 @@ class Display:
 
     def draw(self) -> None:
         self._redraw_pending = False
-        self._bell = False  # ring the terminal bell with the next screen update
         if not self.on_screen:
             return  # news before the screen is set up is drawn by __enter__
         scr = self.stdscr
@@ -1231,9 +1231,23 @@ def check_terminal() -> None:
         raise TalkError(f"unknown terminal type {term!r} (check TERM)") from None
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, but never breaking a key name such as Ctrl-End at its hyphen."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="talk",
+        formatter_class=HelpFormatter,
         description=(
             "Chat, line by line, with another person logged into this machine. The first "
             "to start talk waits on the socket; the second connects to it. Type a line and "
@@ -1241,8 +1255,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ),
         epilog=(
             "Keys: Backspace or Ctrl-H and Delete erase, Left/Right/Home/End (Ctrl-A, Ctrl-E) "
-            "move, Ctrl-U clears the line, Ctrl-W erases a word, PageUp/PageDown scroll back, "
-            "Ctrl-L repaints, Ctrl-C quits."
+            "move, Alt-b/Alt-f move by word, Ctrl-U clears the line, Ctrl-W or Alt-Backspace "
+            "erases a word, Tab types spaces, PageUp/PageDown scroll back, Ctrl-End (or "
+            "Alt-End) jumps to the newest messages, Ctrl-L repaints and re-reads the terminal "
+            "size, Ctrl-C quits. Pasted text is sent as it is, one message per line (a pasted "
+            '"." too). When the other side leaves, the conversation stays on the screen and '
+            "any key ends talk."
         ),
     )
     parser.add_argument(
