@@ -802,8 +802,7 @@ class Display:
         self.redraw()
 
     def show_status(self, message: object, *_: object) -> None:
-        """Show news (``info``), a problem (``error``) or the end (``conn_lost``) on the
-        status line."""
+        """Show news (``info``) or a problem (``error``) on the status line."""
         self.status = printable(str(message))
         self.redraw()
 
@@ -854,10 +853,11 @@ class Display:
             text, x = self.input.view(cols - 1)  # the last cell of the screen stays empty
             self.put(rows - 1, text)
             scr.move(rows - 1, x)
-        with contextlib.suppress(curses.error):  # e.g. the terminal was closed under us
-            if self._bell:
-                self._bell = False
+        if self._bell:
+            self._bell = False
+            with contextlib.suppress(curses.error):  # a terminal with neither bell nor flash
                 curses.beep()
+        with contextlib.suppress(curses.error):  # e.g. the terminal was closed under us
             scr.refresh()
 
     def status_line(self, width: int) -> str:
