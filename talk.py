@@ -410,9 +410,12 @@ class History:
         ):
             self.chars -= len(self.messages.popleft().text)
         if self.scroll:
-            # Keep the view where it is: the new rows are below it.
+            # Keep the view where it is: the new rows are below it, not yet seen.
             self.unseen += 1
-            self._scroll_to(self.scroll + len(message.rows(self.width)))
+            wanted = self.scroll + len(message.rows(self.width))
+            self.scroll = self._clamped(wanted)
+            if self.scroll != wanted:  # the oldest rows went: the view had to move down
+                self._scroll_to(self.scroll)
 
     def page_up(self) -> None:
         self._scroll_to(self.scroll + self.page)

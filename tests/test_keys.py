@@ -194,3 +194,21 @@ def test_the_first_text_that_fits_is_chosen_else_the_last_is_cut() -> None:
     assert first_that_fits(["long one", "short", "s"], 6) == "short"
     assert first_that_fits(["long one", "short"], 3) == "sho"
     assert first_that_fits(["漢字漢字"], 5) == "漢字"
+
+
+def test_the_count_stays_right_when_the_oldest_messages_are_dropped() -> None:
+    history = History(limit=10)
+    history.resize(40, 5)
+    for i in range(10):
+        history.add("<you>", f"msg {i}")
+    history.page_up()
+    history.page_up()  # at the oldest
+    assert history.window()[0] == "<you> msg 0"
+    for i in range(3):
+        history.add("<you>", f"new {i}")
+    assert history.window()[0] == "<you> msg 3"  # the view had to move with the oldest
+    assert history.unseen == 3
+    history.page_down()  # 4 rows down: new 0 and new 1 come into view
+    assert history.unseen == 1 and history.window()[-1] == "<you> new 1"
+    history.page_down()
+    assert history.unseen == 0 and history.window()[-1] == "<you> new 2"
