@@ -1030,7 +1030,7 @@ class Call:
         self.protocol.close()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.protocol.closed), HANGUP_TIMEOUT)
-        if self.protocol.transport is not None:
+        if self.protocol.transport is not None and not self.protocol.closed.done():
             self.protocol.transport.abort()  # a peer that does not read gets no more time
         if self.server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -1295,17 +1295,24 @@ def main(argv: list[str] | None = None) -> int:
     # The terminal is restored by now (the Display has exited).
     for context in crashes:
         report_crash(context)
-    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
-        print(f"talk: {reason}", file=sys.stderr, flush=True)
+    say(f"talk: {reason}\n")
     return 1 if crashes else status
 
 
+def say(text: str) -> None:
+    """Write to standard error, unbuffered: the terminal may be gone (SIGHUP), and text left
+    in sys.stderr's buffer would make Python's own flush at exit fail and exit 120."""
+    data = text.encode(sys.stderr.encoding or "utf-8", errors="backslashreplace")
+    with contextlib.suppress(OSError, ValueError):
+        while data:
+            data = data[os.write(sys.stderr.fileno(), data) :]
+
+
 def report_crash(context: dict[str, Any]) -> None:
-    with contextlib.suppress(OSError):
-        print(f"talk: {context.get('message', 'unexpected error')}", file=sys.stderr)
-        exc = context.get("exception")
-        if isinstance(exc, BaseException):
-            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    say(f"talk: {context.get('message', 'unexpected error')}\n")
+    exc = context.get("exception")
+    if isinstance(exc, BaseException):
+        say("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,18 @@ Not a test file: the end-to-end tests import it.
 
 - ``Talk`` runs ``talk.py --socket PATH`` under pexpect in a pty of a given size and feeds every
   byte it writes into a ``pyte`` screen, so tests assert on rows and columns, not escape codes.
-- ``Peer`` is a plain AF_UNIX stream socket, the test's own ``nc -U``.
+- ``Peer`` is a plain AF_UNIX stream socket, the test's own ``nc -U``; ``Listener`` serves one.
+- ``Spawner`` and ``Peers`` are the ``spawn`` and ``peer`` fixtures of conftest.py: they start
+  ``Talk`` and ``Peer`` objects and close them all at the end of a test.
 - ``wait_until`` polls a condition that is not on a screen (a socket file appears, ...).
+- ``socket_dir`` makes a directory for sockets under TMPDIR, short enough for AF_UNIX paths
+  (``public=True``: one every user can reach); ``child_env`` is the environment the program
+  gets (a known TERM, a UTF-8 locale, no PYTHONUNBUFFERED and the like).
+- ``ENTER_ALTERNATE_SCREEN`` and ``LEAVE_ALTERNATE_SCREEN`` are the bytes curses sends when it
+  takes the terminal and gives it back (``Talk.left_alternate_screen``, ``Talk.after_exit``).
 - ``waiting``, ``talking_to``, ``conversation``, ``input_row``, ``drawn``, ``wait_for_status``,
-  ``start_server`` and ``start_with_peer`` are what talk.py's screen shows and how a test gets
-  talk.py to it.
+  ``wait_for_waiting``, ``assert_layout``, ``start_server`` and ``start_with_peer`` are what
+  talk.py's screen shows and how a test gets talk.py to it.
 - ``wait_all_ended`` reads several programs at once until each ends, so that each one's
   ``eof_at`` is when it ended, not when the test got round to reading it.
 
@@ -25,7 +32,9 @@ import re
 import select
 import signal
 import socket
+import stat
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -76,7 +85,10 @@ _ESCAPES = re.compile(
     r"|\x1b[@-_=>78]"
     r"|[\x00-\x09\x0b-\x1f\x7f]"
 )
-_EXIT_ALTERNATE_SCREEN = b"\x1b[?1049l"
+#: What curses sends to an xterm when it takes the screen over (smcup) and when it gives the
+#: terminal back (rmcup, from endwin()).
+ENTER_ALTERNATE_SCREEN = b"\x1b[?1049h"
+LEAVE_ALTERNATE_SCREEN = b"\x1b[?1049l"
 
 
 class _Screen(pyte.Screen):
@@ -120,6 +132,52 @@ class _ByteStream(pyte.ByteStream):
         super().__init__(screen)
 
 
+#: The longest path a UNIX socket address can hold: sun_path is 108 bytes with its final NUL.
+SOCKET_PATH_MAX = 107
+#: Where to make socket directories when TMPDIR is too long for socket paths (see socket_dir).
+_SHORT_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def searchable_by_others(path: str | os.PathLike[str]) -> bool:
+    """Any user may reach ``path``: it and every directory above it are searchable by others."""
+    path = os.path.realpath(path)
+    while True:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+        if path == os.path.dirname(path):
+            return True
+        path = os.path.dirname(path)
+
+
+def socket_dir(prefix: str = "talk-", room: int = 32, public: bool = False) -> str:
+    """Make a fresh directory for sockets and return its path; the caller removes it.
+
+    It is made with ``tempfile``, so under TMPDIR like any temporary file, and leaves at least
+    ``room`` bytes for the names of the files put in it. A socket's path must fit in 107 bytes;
+    a deep TMPDIR may not leave that room, and then (only then) the directory is made in the
+    first of /tmp, /var/tmp and /dev/shm that is writable and short enough. ``public``: mode
+    0755 and reachable by every user (a private TMPDIR is skipped the same way), for a test
+    that runs talk.py as another user. OSError if there is no such place.
+    """
+    tried = []
+    for parent in (None, *_SHORT_TEMP_DIRS):
+        try:
+            directory = tempfile.mkdtemp(prefix=prefix, dir=parent)
+        except OSError as error:
+            tried.append(f"{parent or tempfile.gettempdir()}: {error.strerror}")
+            continue
+        if len(os.fsencode(directory)) + 1 + room > SOCKET_PATH_MAX:
+            tried.append(f"{directory}: too long for a socket path")
+        elif public and not searchable_by_others(os.path.dirname(directory)):
+            tried.append(f"{directory}: other users cannot reach it")
+        else:
+            if public:
+                os.chmod(directory, 0o755)
+            return directory
+        os.rmdir(directory)
+    raise OSError(f"no directory for test sockets ({'; '.join(tried)})")
+
+
 def strip_escapes(text: str) -> str:
     """``text`` without terminal escape sequences and control characters other than newline."""
     return _ESCAPES.sub("", text)
@@ -143,11 +201,27 @@ def wait_until(
         time.sleep(interval)
 
 
+#: Environment variables that change how Python runs a program; a user does not usually set them.
+_PYTHON_BEHAVIOUR = (
+    "PYTHONUNBUFFERED",
+    "PYTHONDEVMODE",
+    "PYTHONWARNINGS",
+    "PYTHONASYNCIODEBUG",
+    "PYTHONIOENCODING",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+)
+
+
 def child_env(**overrides: str) -> dict[str, str]:
-    """The environment the program runs in: ours, with a known terminal and a UTF-8 locale."""
+    """The environment the program runs in: ours, with a known terminal and a UTF-8 locale,
+    and without the settings that make Python behave unlike it does for a user."""
     env = dict(os.environ)
     env.pop("LINES", None)  # would override the pty size in curses
     env.pop("COLUMNS", None)
+    # E.g. PYTHONUNBUFFERED hides what a buffered stderr does when the terminal is gone.
+    for name in _PYTHON_BEHAVIOUR:
+        env.pop(name, None)
     env.update(TERM="xterm-256color", LANG="C.UTF-8", LC_ALL="C.UTF-8")
     env.update(overrides)
     return env
@@ -157,7 +231,8 @@ class Talk:
     """One running talk.py in a pseudo-terminal of ``rows`` x ``cols``, seen through pyte.
 
     ``program`` defaults to the repository's talk.py; it is there so the harness itself can be
-    checked against any curses script.
+    checked against any curses script. ``args`` replaces the whole command line after the
+    Python interpreter; ``cwd`` is the directory it starts in (default: the repository).
     """
 
     def __init__(
@@ -169,6 +244,7 @@ class Talk:
         env: dict[str, str] | None = None,
         program: str | os.PathLike[str] = TALK_PY,
         args: Iterable[str] | None = None,
+        cwd: str | os.PathLike[str] = REPO_ROOT,
     ) -> None:
         if args is None:
             args = [str(program), "--socket", os.fspath(socket_path), *extra]
@@ -179,21 +255,25 @@ class Talk:
         self.eof = False
         self.status: int | None = None
         self.eof_at: float | None = None  # time.monotonic() when the output ended
-        self.child = pexpect.spawn(
+        self.child: pexpect.spawn[bytes] = pexpect.spawn(
             self.args[0],
             self.args[1:],
             dimensions=(rows, cols),
             env=env if env is not None else child_env(),
-            cwd=str(REPO_ROOT),
+            cwd=os.fspath(cwd),
             encoding=None,
             echo=False,
         )
+        # pexpect sleeps 50 ms before every send() unless told not to: a test would measure
+        # pexpect, and a paste of 2000 lines would take minutes.
+        self.child.delaybeforesend = None
 
     # -- reading -------------------------------------------------------------------------------
 
     @property
     def pid(self) -> int:
-        return int(self.child.pid)
+        assert self.child.pid is not None
+        return self.child.pid
 
     def _feed(self, data: bytes) -> None:
         self.raw += data
@@ -237,26 +317,9 @@ class Talk:
                     return
                 raise AssertionError(self._explain(f"program ended while waiting for {what}"))
 
-    def wait_for_text(self, text: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Wait until ``text`` is somewhere on the screen (within one row)."""
-        self.wait_until(lambda t: any(text in row for row in t.display), timeout, repr(text))
-
     def wait_for_row(self, n: int, text: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Wait until row ``n`` (negative counts from the bottom) contains ``text``."""
         self.wait_until(lambda t: text in t.row(n), timeout, f"{text!r} in row {n}")
-
-    def settle(self, quiet: float = 0.2, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Read until the program has written nothing for ``quiet`` seconds.
-
-        For checking that something does NOT appear; everything else should wait for what it
-        expects instead.
-        """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.eof:
-            before = len(self.raw)
-            self.pump(quiet)
-            if len(self.raw) == before:
-                return
 
     # -- the screen ----------------------------------------------------------------------------
 
@@ -335,9 +398,10 @@ class Talk:
                     raise AssertionError(self._explain("output ended but the process did not"))
                 time.sleep(0.01)
             if self.child.signalstatus is not None:
-                self.status = 128 + int(self.child.signalstatus)
+                self.status = 128 + self.child.signalstatus
             else:
-                self.status = int(self.child.exitstatus)
+                assert self.child.exitstatus is not None
+                self.status = self.child.exitstatus
         return self.status
 
     @property
@@ -348,7 +412,7 @@ class Talk:
     @property
     def left_alternate_screen(self) -> bool:
         """True if the program switched back from the alternate screen (curses endwin)."""
-        return _EXIT_ALTERNATE_SCREEN in self.raw
+        return LEAVE_ALTERNATE_SCREEN in self.raw
 
     @property
     def after_exit(self) -> str:
@@ -358,9 +422,9 @@ class Talk:
         program never entered it (e.g. ``--help``, or an error before curses started).
         """
         raw = bytes(self.raw)
-        cut = raw.rfind(_EXIT_ALTERNATE_SCREEN)
+        cut = raw.rfind(LEAVE_ALTERNATE_SCREEN)
         if cut >= 0:
-            raw = raw[cut + len(_EXIT_ALTERNATE_SCREEN) :]
+            raw = raw[cut + len(LEAVE_ALTERNATE_SCREEN) :]
         text = strip_escapes(raw.decode("utf-8", "replace"))
         return "\n".join(line.strip() for line in text.splitlines() if line.strip())
 
@@ -372,6 +436,11 @@ class Talk:
 
     def kill(self, sig: int = signal.SIGTERM) -> None:
         self.child.kill(sig)
+
+    def close_terminal(self) -> None:
+        """Close the pty's master side, as closing a terminal window does: the kernel hangs
+        up the terminal (SIGHUP) and the program's reads and writes on it fail."""
+        self.child.ptyproc.fileobj.close()  # type: ignore[attr-defined]  # not in the stubs
 
     def close(self) -> None:
         """Kill the program if it is still running and release the pty. Safe to call twice."""
@@ -466,11 +535,6 @@ class Peer:
         line, self.buffer = self.buffer.split(b"\n", 1)
         return line + b"\n"
 
-    def read_lines(self, n: int, timeout: float = DEFAULT_TIMEOUT) -> list[bytes]:
-        """The next ``n`` lines, all within ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        return [self.read_line(max(0.0, deadline - time.monotonic())) for _ in range(n)]
-
     def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """Read until the other side closes; True at EOF, False if still open after ``timeout``.
 
@@ -512,6 +576,47 @@ class Listener:
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+class Spawner:
+    """The ``spawn`` fixture: ``spawn(path, *extra, **kwargs)`` starts a ``Talk``; ``close()``
+    kills every one it started."""
+
+    def __init__(self) -> None:
+        self.started: list[Talk] = []
+
+    def __call__(self, socket_path: str, *extra: str, **kwargs: Any) -> Talk:
+        talk = Talk(socket_path, *extra, **kwargs)
+        self.started.append(talk)
+        return talk
+
+    def close(self) -> None:
+        for talk in self.started:
+            talk.close()
+
+
+class Peers:
+    """The ``peer`` fixture: ``peer(path)`` connects a ``Peer``, ``peer.listen(path)`` serves
+    one; ``close()`` closes them all."""
+
+    def __init__(self) -> None:
+        self.opened: list[Peer | Listener] = []
+
+    def __call__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> Peer:
+        """Connect to ``path`` (retrying until it accepts)."""
+        peer = Peer.connect(path, timeout)
+        self.opened.append(peer)
+        return peer
+
+    def listen(self, path: str) -> Listener:
+        """Listen on ``path``; the Peer comes from ``.accept(timeout)``."""
+        listener = Peer.listen(path)
+        self.opened.append(listener)
+        return listener
+
+    def close(self) -> None:
+        for item in reversed(self.opened):
+            item.close()
 
 
 # -- talk.py's screen (UI contract: row 0 status, rows 2..R-3 conversation, row R-1 input) ---------
@@ -557,16 +662,42 @@ def wait_for_status(talk: Talk, text: str, timeout: float = DEFAULT_TIMEOUT) -> 
     )
 
 
+def assert_layout(talk: Talk, status: str | None = None) -> None:
+    """talk.py's frame is intact: the status line is ``status`` (if given), the '-' rule is on
+    row 1 and the '=' rule on row R-2, no other row is a rule, the cursor is on the input line.
+
+    Call it once the screen is drawn whole (see ``drawn``).
+    """
+    rows, cols = talk.rows, talk.cols
+    screen = talk.text()
+    if status is not None:
+        assert talk.row(0) == status, f"status line changed:\n{screen}"
+    assert talk.row(1) == "-" * (cols - 1), f"top rule damaged:\n{screen}"
+    assert talk.row(rows - 2) == "=" * (cols - 1), f"bottom rule damaged:\n{screen}"
+    rules = [y for y, row in enumerate(talk.display) if row and set(row) in ({"-"}, {"="})]
+    assert rules == [1, rows - 2], f"a rule where none should be:\n{screen}"
+    assert talk.cursor[1] == rows - 1, f"cursor left the input line:\n{screen}"
+
+
+def wait_for_waiting(talk: Talk, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Wait until the status line says talk.py waits on ``path``, and the update is whole.
+
+    The whole status when it fits on the screen; a path under a long TMPDIR may not, and how
+    a status line too long for the screen is cut is not specified: then its start.
+    """
+    if len(waiting(path)) < talk.cols:
+        wait_for_status(talk, waiting(path), timeout)
+    else:
+        wait_for_status(talk, "Waiting for", timeout)
+
+
 def start_server(spawn: Callable[..., Talk], path: str, **kwargs: Any) -> Talk:
     """``spawn`` talk.py on ``path``; wait until it shows it is waiting and the socket exists.
 
     The whole screen is drawn by then (rules, cursor on the input line), not only the status.
     """
     talk = spawn(path, **kwargs)
-    if len(waiting(path)) < talk.cols:
-        wait_for_status(talk, waiting(path))
-    else:  # how a status line too long for the screen is cut is not specified
-        wait_for_status(talk, "Waiting for")
+    wait_for_waiting(talk, path)
     wait_until(lambda: os.path.exists(path), what=f"socket file {path}")
     return talk
 

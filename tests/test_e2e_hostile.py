@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pty
 import re
+import select
 import shutil
 import signal
 import socket
@@ -26,36 +28,42 @@ import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import pytest
 from terminal import (
+    ENTER_ALTERNATE_SCREEN,
+    LEAVE_ALTERNATE_SCREEN,
     REPO_ROOT,
     TALK_PY,
     Peer,
+    Peers,
+    Spawner,
     Talk,
+    assert_layout,
     child_env,
     conversation,
     drawn,
     input_row,
+    searchable_by_others,
+    socket_dir,
     start_server,
     start_with_peer,
     talking_to,
+    wait_for_waiting,
     wait_until,
-    waiting,
 )
 
 DEADLINE = 10.0  # for anything to show up
 PROMPTLY = 5.0  # from a trigger (signal, peer death) to the program's exit; CI is noisy
 MAX_LINE = 64 * 1024
 CUT_MARK = " [line cut]"
-LEAVE_ALTERNATE_SCREEN = b"\x1b[?1049l"  # what curses' endwin() sends to an xterm
-ENTER_ALTERNATE_SCREEN = b"\x1b[?1049h"  # what curses sends when it takes the screen
 NOBODY = 65534
 OTHER_UID = 65533  # neither root nor nobody: may not remove nobody's file in a sticky directory
 
@@ -87,16 +95,6 @@ def wait_last_row(talk: Talk, text: str) -> None:
 def flowing(rows: list[str]) -> str:
     """Rows joined as running text: wrapping and indentation become single spaces."""
     return re.sub(" +", " ", " ".join(row.strip() for row in rows))
-
-
-def assert_layout(talk: Talk, status: str) -> None:
-    """Status line as given, both rules in place, cursor on the input line."""
-    rows, cols = talk.rows, talk.cols
-    screen = talk.text()
-    assert talk.row(0) == status, f"status line changed:\n{screen}"
-    assert talk.row(1) == "-" * (cols - 1), f"top rule damaged:\n{screen}"
-    assert talk.row(rows - 2) == "=" * (cols - 1), f"bottom rule damaged:\n{screen}"
-    assert talk.cursor[1] == rows - 1, f"cursor left the input line:\n{screen}"
 
 
 def terminal_restored(talk: Talk) -> bool:
@@ -159,39 +157,48 @@ _AS_USER = (
 )
 
 
-def _usable_by_others(path: str) -> bool:
-    """Anyone may run ``path``: it and every directory above it are executable by others."""
-    path = os.path.realpath(path)
-    if not os.stat(path).st_mode & stat.S_IXOTH:
-        return False
-    parent = os.path.dirname(path)
-    while parent != os.path.dirname(parent):
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return False
-        parent = os.path.dirname(parent)
-    return True
-
-
 def python_for_others() -> str:
     """A Python that another user can run (ours may live under root's 0700 home)."""
     for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
-        if candidate and os.path.exists(candidate) and _usable_by_others(candidate):
+        if not candidate or not os.path.exists(candidate):
+            continue
+        real = os.path.realpath(candidate)  # a venv's python is a link to the real one
+        if os.stat(real).st_mode & stat.S_IXOTH and searchable_by_others(os.path.dirname(real)):
             return candidate
     pytest.skip("no Python interpreter that other users may run")
 
 
-def spawn_as(spawn, uid: int, path: str, **kwargs) -> Talk:
-    """talk.py --socket path in a pty, as ``uid`` (same pid: the wrapper execs it)."""
+@pytest.fixture
+def program_for_others() -> Iterator[Path]:
+    """talk.py as another user can run it: a copy, with pubmarine.py beside it, in a directory
+    everyone can read. The checkout itself may be private (a clone in a 0700 ``mktemp -d``)."""
+    try:
+        directory = socket_dir(prefix="talk-prog-", public=True)
+    except OSError as error:
+        pytest.skip(f"no directory other users can read: {error}")
+    for module in ("talk.py", "pubmarine.py"):
+        copy = os.path.join(directory, module)
+        shutil.copyfile(REPO_ROOT / module, copy)
+        os.chmod(copy, 0o644)
+    yield Path(directory, "talk.py")
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def spawn_as(spawn: Spawner, program: Path, uid: int, path: str, **kwargs: Any) -> Talk:
+    """``program --socket path`` in a pty, as ``uid`` (same pid: the wrapper execs it)."""
     python = python_for_others()
-    args = ["-c", _AS_USER, str(uid), str(uid), python, str(TALK_PY), "--socket", path]
-    return spawn(path, args=args, env=child_env(HOME="/"), **kwargs)
+    args = ["-c", _AS_USER, str(uid), str(uid), python, str(program), "--socket", path]
+    env = child_env(HOME="/")
+    return spawn(path, args=args, env=env, cwd=program.parent, **kwargs)
 
 
 @pytest.fixture
 def public_dir() -> Iterator[str]:
     """A fresh directory owned by root, mode 0755: other users can enter it, not write it."""
-    directory = tempfile.mkdtemp(dir="/tmp", prefix="talk-pub-")
-    os.chmod(directory, 0o755)
+    try:
+        directory = socket_dir(prefix="talk-pub-", public=True)
+    except OSError as error:
+        pytest.skip(f"no directory other users can reach: {error}")
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
 
@@ -247,7 +254,9 @@ FORGERIES: dict[str, tuple[Callable[[int], bytes], str, bytes | None]] = {
 
 
 @pytest.mark.parametrize("name", FORGERIES)
-def test_peer_text_is_shown_inert_and_cannot_forge_own_lines(spawn, peer, sock_path, name):
+def test_peer_text_is_shown_inert_and_cannot_forge_own_lines(
+    spawn: Spawner, peer: Peers, sock_path: str, name: str
+) -> None:
     make_payload, visible, forbidden = FORGERIES[name]
     talk, other = start_with_peer(spawn, peer, sock_path)
     status = talk.row(0)
@@ -273,7 +282,9 @@ def test_peer_text_is_shown_inert_and_cannot_forge_own_lines(spawn, peer, sock_p
 # -- 2. UTF-8 from the peer ----------------------------------------------------------------------
 
 
-def test_invalid_utf8_from_peer_shows_replacement_character(spawn, peer, sock_path):
+def test_invalid_utf8_from_peer_shows_replacement_character(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     other.send(b"bad \xff\xfe bytes, \xe2\x82 cut short\n")
     # In the conversation, not anywhere on the screen (the status line names the user).
@@ -285,7 +296,9 @@ def test_invalid_utf8_from_peer_shows_replacement_character(spawn, peer, sock_pa
     assert "bytes, \ufffd" in row, f"a truncated sequence not shown as U+FFFD: {row!r}"
 
 
-def test_multibyte_character_split_across_reads_is_decoded_whole(spawn, peer, sock_path):
+def test_multibyte_character_split_across_reads_is_decoded_whole(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     pieces = [b"caf\xc3", b"\xa9 costs 5 \xe2", b"\x82", b"\xac, \xf0\x9f", b"\x8d\xb5 ok\n"]
     for piece in pieces:
@@ -300,7 +313,9 @@ def test_multibyte_character_split_across_reads_is_decoded_whole(spawn, peer, so
 # -- 3. a line with no end -----------------------------------------------------------------------
 
 
-def test_peer_line_is_cut_at_64_kib_with_visible_mark(spawn, peer, sock_path):
+def test_peer_line_is_cut_at_64_kib_with_visible_mark(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
 
     other.send(b"A" * MAX_LINE + b"\n")
@@ -320,7 +335,7 @@ def test_peer_line_is_cut_at_64_kib_with_visible_mark(spawn, peer, sock_path):
     )
 
 
-def test_endless_peer_line_keeps_memory_flat(spawn, peer, sock_path):
+def test_endless_peer_line_keeps_memory_flat(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     before = rss_kib(talk.pid)
 
@@ -346,7 +361,9 @@ def _line_number(row: str) -> int:
     return int(match.group(1))
 
 
-def test_flood_of_5000_lines_arrives_in_order_and_keyboard_stays_live(spawn, peer, sock_path):
+def test_flood_of_5000_lines_arrives_in_order_and_keyboard_stays_live(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     other.send(b"".join(b"line %d\n" % i for i in range(5000)))
     talk.type("typed during the flood")
@@ -365,7 +382,9 @@ def test_flood_of_5000_lines_arrives_in_order_and_keyboard_stays_live(spawn, pee
     assert numbers == list(range(first, 5000)), f"lines missing or out of order: {numbers}"
 
 
-def test_2000_pasted_lines_all_reach_the_peer_whole_and_in_order(spawn, peer, sock_path):
+def test_2000_pasted_lines_all_reach_the_peer_whole_and_in_order(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     count = 2000
     paste = b"".join(b"line %d\r" % i for i in range(count))
@@ -410,19 +429,17 @@ _CONNECT_AND_WAIT = (
 )
 
 
-def test_peer_killed_without_closing_is_noticed_at_once(spawn, sock_path):
+def test_peer_killed_without_closing_is_noticed_at_once(spawn: Spawner, sock_path: str) -> None:
     talk = start_server(spawn, sock_path)
-    other = subprocess.Popen(
-        [sys.executable, "-c", _CONNECT_AND_WAIT, sock_path], stdout=subprocess.PIPE
-    )
-    try:
-        assert other.stdout is not None
-        assert other.stdout.readline() == b"connected\n"
-        talk.wait_for_row(0, talking_to(other.pid))
-        other.kill()  # SIGKILL: the peer never says goodbye
-        other.wait(DEADLINE)
-    finally:
-        other.kill()
+    command = [sys.executable, "-c", _CONNECT_AND_WAIT, sock_path]
+    # The with block closes the pipe and reaps the process, also when an assertion fails.
+    with subprocess.Popen(command, stdout=subprocess.PIPE) as other:
+        try:
+            assert other.stdout is not None
+            assert other.stdout.readline() == b"connected\n"
+            talk.wait_for_row(0, talking_to(other.pid))
+        finally:
+            other.kill()  # SIGKILL: the peer never says goodbye
         other.wait(DEADLINE)
 
     # Noticed at once: the status line says so; the screen stays until a key is pressed.
@@ -438,20 +455,20 @@ def test_peer_killed_without_closing_is_noticed_at_once(spawn, sock_path):
 # -- 7. nothing, or a stale socket, at the path --------------------------------------------------
 
 
-def test_nothing_at_the_path_makes_talk_the_server(spawn, sock_path):
+def test_nothing_at_the_path_makes_talk_the_server(spawn: Spawner, sock_path: str) -> None:
     talk = spawn(sock_path)
-    talk.wait_for_row(0, waiting(sock_path))
+    wait_for_waiting(talk, sock_path)
     wait_until(lambda: os.path.exists(sock_path), what="the socket file")
     assert stat.S_ISSOCK(os.lstat(sock_path).st_mode), "the file at the path is not a socket"
 
 
-def test_stale_socket_is_taken_over(spawn, peer, sock_path):
+def test_stale_socket_is_taken_over(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(sock_path)
     stale.close()  # left behind without unlink(), as by a talk that was killed
 
     talk = spawn(sock_path)
-    talk.wait_for_row(0, waiting(sock_path))
+    wait_for_waiting(talk, sock_path)
     other = peer(sock_path)
     talk.wait_for_row(0, talking_to(os.getpid()))
     other.send_line("hello over the old path")
@@ -484,38 +501,38 @@ def _snapshot(path: str) -> tuple[object, ...]:
     return shot
 
 
-def _make_file(path: str, peer) -> list[str]:
+def _make_file(path: str, peer: Peers) -> list[str]:
     with open(path, "w") as file:
         file.write("precious notes\n")
     return [path]
 
 
-def _make_directory(path: str, peer) -> list[str]:
+def _make_directory(path: str, peer: Peers) -> list[str]:
     os.mkdir(path)
     _make_file(os.path.join(path, "inside"), peer)
     return [path, os.path.join(path, "inside")]
 
 
-def _make_symlink_to_file(path: str, peer) -> list[str]:
+def _make_symlink_to_file(path: str, peer: Peers) -> list[str]:
     target = path + ".target"
     _make_file(target, peer)
     os.symlink(target, path)
     return [path, target]
 
 
-def _make_dangling_symlink(path: str, peer) -> list[str]:
+def _make_dangling_symlink(path: str, peer: Peers) -> list[str]:
     os.symlink(path + ".nowhere", path)
     return [path]
 
 
-def _make_symlink_to_live_socket(path: str, peer) -> list[str]:
+def _make_symlink_to_live_socket(path: str, peer: Peers) -> list[str]:
     target = path + ".live"
     peer.listen(target)
     os.symlink(target, path)
     return [path, target]
 
 
-def _make_fifo(path: str, peer) -> list[str]:
+def _make_fifo(path: str, peer: Peers) -> list[str]:
     os.mkfifo(path)
     return [path]
 
@@ -531,7 +548,9 @@ NOT_SOCKETS = {
 
 
 @pytest.mark.parametrize("kind", NOT_SOCKETS)
-def test_path_that_is_not_a_socket_is_left_alone_with_an_error(spawn, peer, sock_path, kind):
+def test_path_that_is_not_a_socket_is_left_alone_with_an_error(
+    spawn: Spawner, peer: Peers, sock_path: str, kind: str
+) -> None:
     watched = NOT_SOCKETS[kind](sock_path, peer)
     before = {path: _snapshot(path) for path in watched}
 
@@ -545,7 +564,7 @@ def test_path_that_is_not_a_socket_is_left_alone_with_an_error(spawn, peer, sock
 # -- 9. directories that cannot hold the socket ---------------------------------------------------
 
 
-def test_missing_directory_is_a_clear_error(spawn, sock_path):
+def test_missing_directory_is_a_clear_error(spawn: Spawner, sock_path: str) -> None:
     directory = os.path.join(os.path.dirname(sock_path), "missing")
     path = os.path.join(directory, "talk.sock")
     talk = spawn(path)
@@ -554,15 +573,19 @@ def test_missing_directory_is_a_clear_error(spawn, sock_path):
 
 
 @needs_root
-def test_unwritable_directory_is_a_clear_error(spawn, public_dir):
+def test_unwritable_directory_is_a_clear_error(
+    spawn: Spawner, public_dir: str, program_for_others: Path
+) -> None:
     path = os.path.join(public_dir, "talk.sock")
-    talk = spawn_as(spawn, NOBODY, path)
+    talk = spawn_as(spawn, program_for_others, NOBODY, path)
     exit_with_one_line(talk, f"talk: cannot create socket {path}: ")
     assert os.listdir(public_dir) == [], "something was created in the directory"
 
 
 @needs_root
-def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option(spawn, public_dir):
+def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option(
+    spawn: Spawner, public_dir: str, program_for_others: Path
+) -> None:
     sticky = os.path.join(public_dir, "shared")
     os.mkdir(sticky)
     os.chmod(sticky, 0o1777)  # like /tmp: only a file's owner may remove it
@@ -574,7 +597,7 @@ def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option
     os.chown(path, NOBODY, NOBODY)
     before = _snapshot(path)
 
-    talk = spawn_as(spawn, OTHER_UID, path)
+    talk = spawn_as(spawn, program_for_others, OTHER_UID, path)
     printed = exit_with_one_line(talk, f"talk: {path} is a stale socket")
     assert "cannot be removed" in printed and "--socket" in printed, printed
     assert _snapshot(path) == before, "the other user's socket was touched"
@@ -615,7 +638,7 @@ sys.exit(talk.main(sys.argv[3:]))
 """
 
 
-def _start_together(spawn, path: str, starter: str, gate_path: str) -> tuple[Talk, Talk]:
+def _start_together(spawn: Spawner, path: str, starter: str, gate_path: str) -> tuple[Talk, Talk]:
     """Two talk.py on ``path`` that look at it at the same instant."""
     os.mkfifo(gate_path)
     gate = os.open(gate_path, os.O_RDWR)  # so that neither blocks opening it
@@ -631,7 +654,9 @@ def _start_together(spawn, path: str, starter: str, gate_path: str) -> tuple[Tal
     return first, second
 
 
-def test_two_started_at_once_connect_to_each_other(spawn, peer, sock_path, tmp_path):
+def test_two_started_at_once_connect_to_each_other(
+    spawn: Spawner, peer: Peers, sock_path: str, tmp_path: Path
+) -> None:
     starter = tmp_path / "talk_at_the_signal.py"
     starter.write_text(_AT_THE_SIGNAL.format(repo=str(REPO_ROOT)))
     directory = os.path.dirname(sock_path)
@@ -656,7 +681,7 @@ def test_two_started_at_once_connect_to_each_other(spawn, peer, sock_path, tmp_p
 
 # -- 11. signals and a closed terminal ----------------------------------------------------------
 
-ENDINGS = {
+ENDINGS: dict[str, tuple[Callable[[Talk], None], int, str]] = {
     "ctrl_c": (lambda talk: talk.press("ctrl_c"), 130, "talk: interrupted"),
     "sigterm": (lambda talk: talk.kill(signal.SIGTERM), 143, "talk: terminated"),
     "sighup": (lambda talk: talk.kill(signal.SIGHUP), 129, "talk: hung up"),
@@ -664,7 +689,9 @@ ENDINGS = {
 
 
 @pytest.mark.parametrize("how", ENDINGS)
-def test_interrupt_or_signal_restores_terminal_and_removes_socket(spawn, peer, sock_path, how):
+def test_interrupt_or_signal_restores_terminal_and_removes_socket(
+    spawn: Spawner, peer: Peers, sock_path: str, how: str
+) -> None:
     trigger, expected_status, expected_line = ENDINGS[how]
     talk, _other = start_with_peer(spawn, peer, sock_path)
 
@@ -678,23 +705,142 @@ def test_interrupt_or_signal_restores_terminal_and_removes_socket(spawn, peer, s
     assert not os.path.exists(sock_path), "the socket file was left behind"
 
 
-def test_closed_terminal_ends_talk_and_removes_socket(spawn, peer, sock_path):
+def test_closed_terminal_ends_talk_and_removes_socket(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
 
     # What closing a terminal window does: the pty master goes away, the kernel hangs up.
-    talk.child.ptyproc.fileobj.close()
+    talk.close_terminal()
     wait_until(lambda: not talk.child.isalive(), PROMPTLY, "talk.py to exit after the hang-up")
 
     assert talk.child.signalstatus is None, f"killed by signal {talk.child.signalstatus}"
-    assert talk.child.exitstatus == 129, f"exit status {talk.child.exitstatus}"
     assert not os.path.exists(sock_path), "the socket file was left behind"
     assert other.wait_closed(DEADLINE), "the peer's connection is still open"
 
 
-# -- 12. a terminal too small --------------------------------------------------------------------
+def test_closed_terminal_exit_status_is_that_of_sighup(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    talk, _other = start_with_peer(spawn, peer, sock_path)
+    talk.close_terminal()
+    wait_until(lambda: not talk.child.isalive(), PROMPTLY, "talk.py to exit after the hang-up")
+    assert talk.child.signalstatus is None, f"killed by signal {talk.child.signalstatus}"
+    assert talk.child.exitstatus == 128 + signal.SIGHUP, f"exit status {talk.child.exitstatus}"
 
 
-def test_too_small_terminal_says_so_then_works_after_resize(spawn, peer, sock_path):
+# A terminal that goes away without a SIGHUP: talk.py's standard streams are a pty that is not
+# its controlling terminal (a new session that never opened it), so closing the master side
+# hangs nobody up. All talk.py can see is a stdin that is readable and never has a key.
+
+
+def test_terminal_gone_without_a_hangup_signal_still_ends_talk(peer: Peers, sock_path: str) -> None:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    command = [sys.executable, str(TALK_PY), "--socket", sock_path]
+    try:
+        talk = subprocess.Popen(
+            command,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=child_env(),
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+    finally:
+        os.close(slave)
+    with talk:
+        try:
+            other = peer(sock_path)
+            screen = b""
+            deadline = time.monotonic() + DEADLINE
+            while b"Talking to" not in screen:
+                assert time.monotonic() < deadline, f"no conversation on the screen: {screen!r}"
+                if select.select([master], [], [], 0.05)[0]:
+                    screen += os.read(master, 1 << 16)
+        finally:
+            os.close(master)  # the terminal goes away
+        try:
+            status = talk.wait(PROMPTLY)
+        except subprocess.TimeoutExpired:
+            talk.kill()
+            raise AssertionError("talk.py kept running after its terminal went away") from None
+    assert status > 0, f"exit status {status}: expected an error status, not a signal"
+    assert other.wait_closed(DEADLINE), "the peer's connection is still open"
+    assert not os.path.exists(sock_path), "the socket file was left behind"
+
+
+# -- 12. hanging up -------------------------------------------------------------------------------
+
+
+def test_hang_up_leaves_alone_a_socket_file_that_replaced_its_own(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    talk, _other = start_with_peer(spawn, peer, sock_path)
+    # Someone removes talk's socket file and serves on the same path (a cleanup script, another
+    # program): when talk hangs up, the file there is not its own to remove.
+    os.unlink(sock_path)
+    peer.listen(sock_path)
+    before = _snapshot(sock_path)
+
+    talk.send_line(".")
+    status, printed = exit_of(talk)
+    assert status == 0, f"exit status {status}; printed {printed!r}"
+    assert os.path.exists(sock_path), "talk.py removed a socket file it did not create"
+    assert _snapshot(sock_path) == before, "talk.py touched a socket file it did not create"
+
+
+def quit_with_lines_still_going_out(talk: Talk, other: Peer) -> list[bytes]:
+    """Paste thousands of lines and a "." into ``talk`` while ``other`` reads nothing until
+    talk.py has left the screen; then read what arrives until the hang-up. The lines pasted.
+
+    Thousands of lines are more than the kernel holds for a socket, so at the "." most of them
+    still wait in talk.py itself, and only a hang-up that lets them go out first delivers them.
+    """
+    lines = [b"line %d" % i for i in range(3000)]
+    paste = b"".join(line + b"\r" for line in lines) + b".\r"
+
+    def write_paste() -> None:  # from a thread: the pty takes a few KiB at a time
+        view = memoryview(paste)
+        while view:
+            view = view[os.write(talk.child.child_fd, view) :]
+
+    writer = threading.Thread(target=write_paste, daemon=True)
+    writer.start()
+    # The terminal is given back on the way out, before the socket is closed.
+    talk.wait_until(lambda t: t.left_alternate_screen, DEADLINE, "talk.py to leave the screen")
+    writer.join(DEADLINE)
+    assert other.wait_closed(DEADLINE), "talk.py did not hang up"
+    return lines
+
+
+def test_lines_typed_just_before_quitting_reach_a_slow_reader(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    talk, other = start_with_peer(spawn, peer, sock_path)
+    lines = quit_with_lines_still_going_out(talk, other)
+    received = other.received.split(b"\n")
+    assert received[-1] == b"", f"a line was cut short: {received[-1]!r}"
+    assert len(received) - 1 == len(lines), f"{len(received) - 1} of {len(lines)} lines arrived"
+    assert received[:-1] == lines, "lines arrived changed or out of order"
+
+
+def test_quitting_while_lines_are_still_going_out_ends_cleanly(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    talk, other = start_with_peer(spawn, peer, sock_path)
+    quit_with_lines_still_going_out(talk, other)
+    status, printed = exit_of(talk)
+    assert (status, printed) == (0, "talk: you ended the conversation")
+
+
+# -- 13. a terminal too small --------------------------------------------------------------------
+
+
+def test_too_small_terminal_says_so_then_works_after_resize(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk = spawn(sock_path, rows=3, cols=12)
     talk.wait_until(lambda t: "too small" in flowing(t.display), DEADLINE, "a 'too small' message")
     other = peer(sock_path)
@@ -715,10 +861,10 @@ def test_too_small_terminal_says_so_then_works_after_resize(spawn, peer, sock_pa
     assert talk.child.isalive(), "talk.py ended"
 
 
-# -- 13. no usable terminal ----------------------------------------------------------------------
+# -- 14. no usable terminal ----------------------------------------------------------------------
 
 
-def test_stdin_not_a_terminal_is_a_clear_error(sock_path):
+def test_stdin_not_a_terminal_is_a_clear_error(sock_path: str) -> None:
     result = subprocess.run(
         [sys.executable, str(TALK_PY), "--socket", sock_path],
         stdin=subprocess.DEVNULL,
@@ -732,14 +878,14 @@ def test_stdin_not_a_terminal_is_a_clear_error(sock_path):
     assert not os.path.exists(sock_path), "a socket was created without a terminal"
 
 
-def test_unknown_terminal_type_is_a_clear_error(spawn, sock_path):
+def test_unknown_terminal_type_is_a_clear_error(spawn: Spawner, sock_path: str) -> None:
     talk = spawn(sock_path, env=child_env(TERM="nosuchterm"))
     printed = exit_with_one_line(talk, "talk: unknown terminal type")
     assert "Traceback" not in talk.output, printed
     assert not os.path.exists(sock_path), "a socket was created without a usable terminal"
 
 
-# -- 14. an unexpected exception ------------------------------------------------------------------
+# -- 15. an unexpected exception ------------------------------------------------------------------
 
 # A wrapper around talk.main() that breaks one method when it meets "boom".
 _CRASHING = """\
@@ -751,7 +897,7 @@ cls = talk.{cls}
 original = cls.{method}
 
 
-def broken(self, *args):
+def broken(self, *args) -> None:
     if {condition}:
         raise RuntimeError("boom")
     return original(self, *args)
@@ -773,8 +919,8 @@ CRASHES = {
 
 @pytest.mark.parametrize("where", CRASHES)
 def test_unexpected_exception_restores_terminal_before_traceback(
-    spawn, peer, sock_path, tmp_path, where
-):
+    spawn: Spawner, peer: Peers, sock_path: str, tmp_path: Path, where: str
+) -> None:
     cls, method, condition, source = CRASHES[where]
     wrapper = tmp_path / "crashing_talk.py"
     wrapper.write_text(

@@ -19,10 +19,15 @@ import os
 import signal
 import stat
 import time
+from functools import partial
+from typing import Any
 
 import pytest
 from terminal import (
+    Peers,
+    Spawner,
     Talk,
+    assert_layout,
     child_env,
     conversation,
     drawn,
@@ -31,6 +36,7 @@ from terminal import (
     start_with_peer,
     talking_to,
     wait_for_status,
+    wait_for_waiting,
     wait_until,
     waiting,
 )
@@ -41,15 +47,7 @@ EXIT_WITHIN = 2.0  # seconds from the trigger to the exit (the spec says 0.5 s; 
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def assert_layout(talk: Talk) -> None:
-    rows, cols = talk.rows, talk.cols
-    assert talk.row(1) == "-" * (cols - 1), talk.text()
-    assert talk.row(rows - 2) == "=" * (cols - 1), talk.text()
-    separators = [row for row in talk.display if set(row) in ({"-"}, {"="})]
-    assert len(separators) == 2, talk.text()
-
-
-def start_pair(spawn, path: str, **kwargs) -> tuple[Talk, Talk]:
+def start_pair(spawn: Spawner, path: str, **kwargs: Any) -> tuple[Talk, Talk]:
     """Two talk.py on ``path``, connected to each other: (server, client), status lines whole."""
     server = start_server(spawn, path, **kwargs)
     client = spawn(path, **kwargs)
@@ -78,10 +76,25 @@ def assert_ended(talk: Talk, trigger_time: float, reason: str, status: int = 0) 
     assert any(reason in row for row in talk.display), talk.text()
 
 
+def shows_row(text: str, talk: Talk) -> bool:
+    """One of the rows on the screen is ``text``."""
+    return text in talk.display
+
+
+def has_rules_for(rows: int, cols: int, talk: Talk) -> bool:
+    """The two rules are where they go on a ``rows`` x ``cols`` screen."""
+    return talk.row(rows - 2) == "=" * (cols - 1) and talk.row(1) == "-" * (cols - 1)
+
+
+def has_input(typed: str, rows: int, talk: Talk) -> bool:
+    """The input line of a screen ``rows`` high shows ``typed``, the cursor at its end."""
+    return input_row(talk) == typed and talk.cursor == (len(typed), rows - 1)
+
+
 # -- 1. starting, server and client --------------------------------------------------------------
 
 
-def test_help_explains_the_program_and_the_socket_option(spawn, sock_path):
+def test_help_explains_the_program_and_the_socket_option(spawn: Spawner, sock_path: str) -> None:
     talk = spawn(sock_path, "--help")
     assert talk.wait_exit() == 0
     text = talk.output
@@ -91,11 +104,17 @@ def test_help_explains_the_program_and_the_socket_option(spawn, sock_path):
     assert not os.path.exists(sock_path)
 
 
-def test_first_is_server_second_connects_and_both_see_the_other(spawn, sock_path):
+def test_first_is_server_second_connects_and_both_see_the_other(
+    spawn: Spawner, sock_path: str
+) -> None:
     server = spawn(sock_path)
-    server.wait_for_row(0, waiting(sock_path))
-    # While waiting, the status line also says how to quit (shortened to fit 80 columns).
-    wait_for_status(server, waiting(sock_path) + " - type . to quit")
+    wait_for_waiting(server, sock_path)
+    # While waiting, the status line also says how to quit: the short hint fits 80 columns,
+    # unless a long TMPDIR makes the path alone fill the status line, which is then cut.
+    hinted = waiting(sock_path) + " - type . to quit"
+    if len(hinted) < server.cols:
+        wait_for_status(server, hinted)
+        assert server.row(0) == hinted
     wait_until(lambda: os.path.exists(sock_path), what="the socket file")
     assert stat.S_ISSOCK(os.stat(sock_path).st_mode)
 
@@ -112,7 +131,9 @@ def test_first_is_server_second_connects_and_both_see_the_other(spawn, sock_path
 
 
 @pytest.mark.parametrize("rows, cols", [(24, 80), (12, 40)])
-def test_layout_status_separators_and_input_line(spawn, peer, sock_path, rows, cols):
+def test_layout_status_separators_and_input_line(
+    spawn: Spawner, peer: Peers, sock_path: str, rows: int, cols: int
+) -> None:
     talk = start_server(spawn, sock_path, rows=rows, cols=cols)
     assert_layout(talk)
     assert talk.cursor[1] == rows - 1
@@ -131,7 +152,9 @@ def test_layout_status_separators_and_input_line(spawn, peer, sock_path, rows, c
 # -- 3. the peer's identity comes from the socket, not from what it says -------------------------
 
 
-def test_plain_socket_peer_shows_the_test_process_pid_whatever_it_claims(spawn, peer, sock_path):
+def test_plain_socket_peer_shows_the_test_process_pid_whatever_it_claims(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     status = talk.row(0)
     assert status.startswith(talking_to(os.getpid()))
@@ -147,7 +170,7 @@ def test_plain_socket_peer_shows_the_test_process_pid_whatever_it_claims(spawn, 
 # -- 4. sending ----------------------------------------------------------------------------------
 
 
-def test_enter_sends_both_ways_between_two_instances(spawn, sock_path):
+def test_enter_sends_both_ways_between_two_instances(spawn: Spawner, sock_path: str) -> None:
     server, client = start_pair(spawn, sock_path)
 
     server.send_line("hello from the server")
@@ -164,7 +187,7 @@ def test_enter_sends_both_ways_between_two_instances(spawn, sock_path):
     assert input_row(server) == "" and input_row(client) == ""
 
 
-def test_empty_line_sends_nothing(spawn, peer, sock_path):
+def test_empty_line_sends_nothing(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     talk.press("enter")
     talk.send_line("real")
@@ -173,7 +196,7 @@ def test_empty_line_sends_nothing(spawn, peer, sock_path):
     assert conversation(talk)[1:] == [""] * (talk.rows - 5)
 
 
-def test_dot_quits_and_is_not_sent(spawn, peer, sock_path):
+def test_dot_quits_and_is_not_sent(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     trigger = time.monotonic()
     talk.send_line(".")
@@ -185,13 +208,15 @@ def test_dot_quits_and_is_not_sent(spawn, peer, sock_path):
 # -- 5. wire format ------------------------------------------------------------------------------
 
 
-def test_typed_text_goes_out_as_one_utf8_line(spawn, peer, sock_path):
+def test_typed_text_goes_out_as_one_utf8_line(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     talk.send_line("héllo")
     assert sock.read_line() == b"h\xc3\xa9llo\n"
 
 
-def test_two_messages_in_one_send_are_two_lines(spawn, peer, sock_path):
+def test_two_messages_in_one_send_are_two_lines(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     sock.send(b"one\ntwo\n")
     talk.wait_until(lambda t: t.row(3) == "<you> two", what="the second message")
@@ -210,7 +235,7 @@ def _let_talk_read_what_was_sent(talk: Talk) -> None:
     talk.wait_until(lambda t: input_row(t) == "", what="the x rubbed out")
 
 
-def test_message_split_across_sends_shows_once(spawn, peer, sock_path):
+def test_message_split_across_sends_shows_once(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     sock.send(b"ab")
     _let_talk_read_what_was_sent(talk)
@@ -220,7 +245,7 @@ def test_message_split_across_sends_shows_once(spawn, peer, sock_path):
     assert [row for row in conversation(talk) if row] == ["<you> abcd"]
 
 
-def test_multibyte_char_split_across_sends(spawn, peer, sock_path):
+def test_multibyte_char_split_across_sends(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     sock.send(b"caf\xc3")
     _let_talk_read_what_was_sent(talk)
@@ -228,7 +253,9 @@ def test_multibyte_char_split_across_sends(spawn, peer, sock_path):
     talk.wait_until(lambda t: t.row(2) == "<you> café", what="<you> café")
 
 
-def test_invalid_utf8_shows_replacement_character(spawn, peer, sock_path):
+def test_invalid_utf8_shows_replacement_character(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     sock.send(b"a\xffb\n")
     talk.wait_until(lambda t: t.row(2) != "" and drawn(t), what="the whole message")
@@ -238,7 +265,9 @@ def test_invalid_utf8_shows_replacement_character(spawn, peer, sock_path):
 # -- 6. typing -----------------------------------------------------------------------------------
 
 
-def test_accents_and_cjk_typed_are_shown_and_sent_intact(spawn, peer, sock_path):
+def test_accents_and_cjk_typed_are_shown_and_sent_intact(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     text = "ça va? ñandú 漢字 日本語 ok"
     talk.type(text)
@@ -257,7 +286,9 @@ def test_accents_and_cjk_typed_are_shown_and_sent_intact(spawn, peer, sock_path)
         pytest.param("vt100", b"\x08", id="ctrl-H-is-KEY_BACKSPACE-on-vt100"),
     ],
 )
-def test_backspace_deletes_one_character(spawn, peer, sock_path, term, key):
+def test_backspace_deletes_one_character(
+    spawn: Spawner, peer: Peers, sock_path: str, term: str, key: bytes
+) -> None:
     # For xterm-256color the terminfo backspace key (kbs) is DEL, for vt100 it is ^H: between
     # them, DEL and ^H each arrive once as a plain character and once as KEY_BACKSPACE.
     talk, sock = start_with_peer(spawn, peer, sock_path, env=child_env(TERM=term))
@@ -274,7 +305,7 @@ def test_backspace_deletes_one_character(spawn, peer, sock_path, term, key):
     assert sock.read_line() == b"ab\n"
 
 
-def test_ctrl_u_clears_the_line(spawn, peer, sock_path):
+def test_ctrl_u_clears_the_line(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     talk.type("throw this away")
     talk.wait_until(lambda t: input_row(t) == "throw this away", what="typed text")
@@ -284,7 +315,7 @@ def test_ctrl_u_clears_the_line(spawn, peer, sock_path):
     assert sock.read_line() == b"kept\n"
 
 
-def test_ctrl_w_deletes_the_last_word(spawn, peer, sock_path):
+def test_ctrl_w_deletes_the_last_word(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     talk.type("hello big world")
     talk.wait_until(lambda t: input_row(t) == "hello big world", what="typed text")
@@ -294,7 +325,9 @@ def test_ctrl_w_deletes_the_last_word(spawn, peer, sock_path):
     assert sock.read_line().rstrip(b" \n") == b"hello big"
 
 
-def test_long_input_scrolls_sideways_and_is_sent_whole(spawn, peer, sock_path):
+def test_long_input_scrolls_sideways_and_is_sent_whole(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     text = "".join(f"{i:03d}," for i in range(50))  # 200 characters, every part distinct
     talk.type(text)
@@ -309,11 +342,33 @@ def test_long_input_scrolls_sideways_and_is_sent_whole(spawn, peer, sock_path):
     assert sock.read_line() == text.encode() + b"\n"
 
 
-def test_nothing_typed_is_lost(spawn, peer, sock_path):
+def test_nothing_typed_is_lost(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     text = "".join("abcdefghijklmnopqrstuvwxyz0123456789"[i % 36] for i in range(300))
     talk.type(text + "\r")
     assert sock.read_line() == text.encode() + b"\n"
+
+
+def test_a_lone_escape_does_not_stall_the_program(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    # curses waits ESCDELAY after an Esc for the rest of a key sequence (1 s unless told
+    # otherwise), and meanwhile nothing else happens. Leave ESCDELAY to talk.py.
+    env = child_env()
+    env.pop("ESCDELAY", None)
+    talk, sock = start_with_peer(spawn, peer, sock_path, env=env)
+    delays = []
+    for attempt in range(3):
+        talk.press("escape")
+        # A person who pressed Esc and nothing after it; not a wait for talk.py to do anything.
+        time.sleep(0.1)
+        sent = time.monotonic()
+        sock.send_line(f"after escape {attempt}")
+        talk.wait_until(partial(shows_row, f"<you> after escape {attempt}"), what="the message")
+        delays.append(time.monotonic() - sent)
+    # The best of three, as the machine may be busy: a stalled keyboard costs most of a second
+    # every time.
+    assert min(delays) < 0.5, f"messages took {delays} s to show after a lone Esc"
 
 
 # -- 7. the conversation -------------------------------------------------------------------------
@@ -331,7 +386,7 @@ def shown_message(talk: Talk) -> str:
 def assert_wrapped(talk: Talk, text: str) -> None:
     """One message from the peer, ``text`` but for spaces, on 3+ rows; continuations indented."""
     # Wait for all of it: under load the rows of the message arrive in pieces.
-    talk.wait_until(lambda t: shown_message(t) == text, what="the whole message")
+    talk.wait_until(lambda t: shown_message(t) == text and drawn(t), what="the whole message")
     rows = message_rows(talk)
     # A message that is one long word may start on the row after "<you>" (talk.py does that).
     assert rows[0].startswith("<you>"), rows
@@ -348,14 +403,16 @@ def assert_wrapped(talk: Talk, text: str) -> None:
         pytest.param(["https://example.org/" + "x" * 180], id="one-long-word"),
     ],
 )
-def test_long_message_wraps_with_indented_continuation_rows(spawn, peer, sock_path, words):
+def test_long_message_wraps_with_indented_continuation_rows(
+    spawn: Spawner, peer: Peers, sock_path: str, words: list[str]
+) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     sock.send_line(" ".join(words))  # about 200 characters: 3 rows at 80 columns
     talk.wait_until(lambda t: words[-1][-6:] in t.text(), what="the end of the long message")
     assert_wrapped(talk, "".join(words))
 
 
-def test_wide_characters_wrap_by_display_width(spawn, peer, sock_path):
+def test_wide_characters_wrap_by_display_width(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     message = "漢字" * 40 + "😀" * 20  # 160 + 40 columns, 100 characters
     sock.send_line(message)
@@ -363,7 +420,7 @@ def test_wide_characters_wrap_by_display_width(spawn, peer, sock_path):
     assert_wrapped(talk, message)
 
 
-def test_many_messages_scroll_and_page_up_down(spawn, peer, sock_path):
+def test_many_messages_scroll_and_page_up_down(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     sock.send(b"".join(b"msg %02d\n" % i for i in range(1, 46)))
     newest = [f"<you> msg {i:02d}" for i in range(26, 46)]  # 20 conversation rows in 24
@@ -400,7 +457,9 @@ def test_many_messages_scroll_and_page_up_down(spawn, peer, sock_path):
 # -- 8. resize -----------------------------------------------------------------------------------
 
 
-def test_resize_redraws_layout_and_keeps_history_and_input(spawn, peer, sock_path):
+def test_resize_redraws_layout_and_keeps_history_and_input(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     talk.send_line("mine")
     assert sock.read_line() == b"mine\n"
@@ -413,14 +472,11 @@ def test_resize_redraws_layout_and_keeps_history_and_input(spawn, peer, sock_pat
 
     for rows, cols in [(30, 60), (15, 100)]:
         talk.resize(rows, cols)
-        talk.wait_until(
-            lambda t, r=rows, c=cols: t.row(r - 2) == "=" * (c - 1) and t.row(1) == "-" * (c - 1),
-            what=f"the layout at {rows}x{cols}",
-        )
+        talk.wait_until(partial(has_rules_for, rows, cols), what=f"the layout at {rows}x{cols}")
         # After a shrink pyte still shows the old input row where the new one goes: wait for
         # the cursor too, which the redraw puts there last.
         talk.wait_until(
-            lambda t, r=rows: input_row(t) == typed and t.cursor == (len(typed), r - 1),
+            partial(has_input, typed, rows),
             what="the input line kept, the cursor at its end",
         )
         assert_layout(talk)
@@ -437,7 +493,7 @@ def test_resize_redraws_layout_and_keeps_history_and_input(spawn, peer, sock_pat
 # -- 9. ending -----------------------------------------------------------------------------------
 
 
-def test_dot_ends_both_instances_and_removes_the_socket(spawn, sock_path):
+def test_dot_ends_both_instances_and_removes_the_socket(spawn: Spawner, sock_path: str) -> None:
     server, client = start_pair(spawn, sock_path)
     trigger = time.monotonic()
     client.send_line(".")
@@ -448,7 +504,9 @@ def test_dot_ends_both_instances_and_removes_the_socket(spawn, sock_path):
     assert not os.path.exists(sock_path)
 
 
-def test_server_ends_when_the_socket_peer_closes(spawn, peer, sock_path):
+def test_server_ends_when_the_socket_peer_closes(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
     sock.close()
     trigger = close_after_peer_left(talk)
@@ -456,7 +514,7 @@ def test_server_ends_when_the_socket_peer_closes(spawn, peer, sock_path):
     assert not os.path.exists(sock_path)
 
 
-def test_server_ends_when_the_other_talk_is_killed(spawn, sock_path):
+def test_server_ends_when_the_other_talk_is_killed(spawn: Spawner, sock_path: str) -> None:
     server, client = start_pair(spawn, sock_path)
     client.kill(signal.SIGKILL)
     trigger = close_after_peer_left(server)
@@ -464,7 +522,7 @@ def test_server_ends_when_the_other_talk_is_killed(spawn, sock_path):
     assert not os.path.exists(sock_path)
 
 
-def test_client_ends_when_the_server_goes_away(spawn, peer, sock_path):
+def test_client_ends_when_the_server_goes_away(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     listener = peer.listen(sock_path)
     talk = spawn(sock_path)
     server = listener.accept()
@@ -478,7 +536,9 @@ def test_client_ends_when_the_server_goes_away(spawn, peer, sock_path):
 # -- 10. one conversation per socket -------------------------------------------------------------
 
 
-def test_third_party_is_turned_away_and_the_two_keep_talking(spawn, peer, sock_path):
+def test_third_party_is_turned_away_and_the_two_keep_talking(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     server, client = start_pair(spawn, sock_path)
     statuses = server.row(0), client.row(0)
 
@@ -501,7 +561,7 @@ def test_third_party_is_turned_away_and_the_two_keep_talking(spawn, peer, sock_p
 # -- 11. the socket is open to other users -------------------------------------------------------
 
 
-def test_socket_file_is_read_write_for_everyone(spawn, sock_path):
+def test_socket_file_is_read_write_for_everyone(spawn: Spawner, sock_path: str) -> None:
     old_umask = os.umask(0o077)  # the child inherits it: talk.py has to set the mode itself
     try:
         talk = spawn(sock_path)
@@ -509,7 +569,7 @@ def test_socket_file_is_read_write_for_everyone(spawn, sock_path):
         os.umask(old_umask)
     # Not just "the file exists": bind() creates it with the umask's mode and talk.py sets the
     # mode a moment later; it says it is waiting once the socket is set up.
-    talk.wait_for_row(0, waiting(sock_path))
+    wait_for_waiting(talk, sock_path)
     wait_until(lambda: os.path.exists(sock_path), what="the socket file")
     mode = stat.S_IMODE(os.stat(sock_path).st_mode)
     assert mode & 0o666 == 0o666, oct(mode)

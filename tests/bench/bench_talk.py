@@ -28,7 +28,6 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -38,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from terminal import Peer, Talk
+from terminal import Peer, Talk, socket_dir
 
 ROWS, COLS = 24, 80
 STARTS = 10  # start-ups measured (median)
@@ -91,7 +90,7 @@ class Session:
     """Owns every process, socket and the temporary directory of one benchmark run."""
 
     def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(dir="/tmp", prefix="talk-bench-")  # short: AF_UNIX limit
+        self.dir = socket_dir(prefix="talk-bench-")  # under TMPDIR if short enough for AF_UNIX
         self.talks: list[Talk] = []
         self.peers: list[Peer] = []
         # Kept alive from one section to the next (idle CPU and memory look at them).
@@ -102,7 +101,6 @@ class Session:
 
     def spawn(self, socket_path: str, **kwargs: object) -> Talk:
         talk = Talk(socket_path, rows=ROWS, cols=COLS, **kwargs)  # type: ignore[arg-type]
-        talk.child.delaybeforesend = None  # pexpect would sleep 50 ms before each send()
         self.talks.append(talk)
         return talk
 
@@ -124,7 +122,7 @@ class Session:
                 while child.isalive() and time.monotonic() < deadline:
                     time.sleep(0.002)
         with contextlib.suppress(Exception):
-            child.ptyproc.delayafterclose = 0.0
+            child.ptyproc.delayafterclose = 0.0  # type: ignore[attr-defined]  # not in the stubs
             talk.close()
 
     def close(self) -> None:
@@ -361,13 +359,13 @@ def bench_paste(session: Session) -> list[Row]:
     # Meanwhile keep reading the program's screen output, or it would block writing it and stop
     # reading keys; the output is thrown away (feeding it to pyte would only cost us CPU).
     while lines < PASTE_LINES and time.perf_counter() - start < PASTE_DEADLINE:
-        ready, _, _ = select.select([fd, sock], [], [], 0.05)
+        ready, _, _ = select.select([fd, sock.fileno()], [], [], 0.05)
         if fd in ready:
             try:
                 os.read(fd, 1 << 16)
             except OSError:
                 break  # EIO: talk.py is gone
-        if sock in ready:
+        if sock.fileno() in ready:
             chunk = sock.recv(1 << 16)
             if not chunk:
                 break
