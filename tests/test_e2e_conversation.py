@@ -12,11 +12,16 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from terminal import (
     LOGIN,
     TALK_PY,
+    Peer,
+    Peers,
+    Spawner,
     Talk,
     child_env,
     conversation,
@@ -26,6 +31,7 @@ from terminal import (
     start_with_peer,
     talking_to,
     wait_for_status,
+    wait_for_waiting,
     waiting,
 )
 
@@ -40,6 +46,20 @@ def rule(talk: Talk) -> str:
     return talk.row(talk.rows - 2)
 
 
+def shows(text: str) -> Callable[[Talk], bool]:
+    """For ``Talk.wait_until``: ``text`` is somewhere on the screen, within one row."""
+    return lambda talk: any(text in row for row in talk.display)
+
+
+def layout_at(talk: Talk, rows: int, cols: int) -> bool:
+    """talk.py's frame is drawn for a ``rows`` x ``cols`` terminal, cursor on the input line."""
+    return (
+        talk.row(1) == "-" * (cols - 1)
+        and talk.row(rows - 2) == "=" * (cols - 1)
+        and talk.cursor[1] == rows - 1
+    )
+
+
 def assert_closed_cleanly(talk: Talk, sock_path: str, status: int, line: str) -> None:
     assert talk.wait_exit(PROMPTLY) == status, talk.output
     assert talk.left_alternate_screen, "curses did not give the terminal back"
@@ -50,21 +70,34 @@ def assert_closed_cleanly(talk: Talk, sock_path: str, status: int, line: str) ->
 # -- when the other side leaves ------------------------------------------------------------------
 
 
-def test_last_message_stays_readable_until_a_key_closes(spawn, peer, sock_path):
+def test_last_message_stays_readable_until_a_key_closes(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     other.send_line("Room 4.12 at 3pm. Bye!")
     other.close()
 
     wait_for_status(talk, PEER_LEFT)
-    talk.settle()
-    assert talk.child.isalive(), "talk.py ended without a key being pressed"
     assert "<you> Room 4.12 at 3pm. Bye!" in conversation(talk), talk.text()
+    # Still there later: a resize (no key) is drawn again with the message and the status.
+    talk.resize(24, 60)
+    talk.wait_until(
+        lambda t: (
+            layout_at(t, 24, 60)
+            and t.row(0) == PEER_LEFT
+            and "<you> Room 4.12 at 3pm. Bye!" in conversation(t)
+        ),
+        what="the conversation redrawn at 24x60",
+    )
+    assert talk.child.isalive(), "talk.py ended without a key being pressed"
 
     talk.type("k")
     assert_closed_cleanly(talk, sock_path, 0, "talk: the other side closed the connection")
 
 
-def test_after_the_peer_left_page_keys_scroll_and_nothing_is_sent(spawn, peer, sock_path):
+def test_after_the_peer_left_page_keys_scroll_and_nothing_is_sent(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     other.send(b"".join(b"msg %02d\n" % i for i in range(1, 41)))
     other.sock.shutdown(socket.SHUT_WR)  # it hangs up, but can still see what we send
@@ -94,8 +127,13 @@ def test_after_the_peer_left_page_keys_scroll_and_nothing_is_sent(spawn, peer, s
     ids=["ctrl_c", "sigterm", "sighup"],
 )
 def test_signals_still_end_talk_at_once_after_the_peer_left(
-    spawn, peer, sock_path, how, status, line
-):
+    spawn: Spawner,
+    peer: Peers,
+    sock_path: str,
+    how: Callable[[Talk], None],
+    status: int,
+    line: str,
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     other.close()
     wait_for_status(talk, PEER_LEFT)
@@ -103,7 +141,9 @@ def test_signals_still_end_talk_at_once_after_the_peer_left(
     assert_closed_cleanly(talk, sock_path, status, line)
 
 
-def test_the_side_that_typed_dot_ends_at_once_and_the_other_is_told(spawn, sock_path):
+def test_the_side_that_typed_dot_ends_at_once_and_the_other_is_told(
+    spawn: Spawner, sock_path: str
+) -> None:
     server = start_server(spawn, sock_path)
     client = spawn(sock_path)
     wait_for_status(server, talking_to(client.pid))
@@ -122,7 +162,7 @@ def test_the_side_that_typed_dot_ends_at_once_and_the_other_is_told(spawn, sock_
 # -- reading back --------------------------------------------------------------------------------
 
 
-def connected(spawn, peer, sock_path, **kwargs):
+def connected(spawn: Spawner, peer: Peers, sock_path: str, **kwargs: Any) -> tuple[Talk, Peer]:
     """talk.py with a plain socket connected, at any width: (talk, peer)."""
     talk = start_server(spawn, sock_path, **kwargs)
     other = peer(sock_path)
@@ -131,7 +171,7 @@ def connected(spawn, peer, sock_path, **kwargs):
     return talk, other
 
 
-def scrolled_back(spawn, peer, sock_path, **kwargs):
+def scrolled_back(spawn: Spawner, peer: Peers, sock_path: str, **kwargs: Any) -> tuple[Talk, Peer]:
     """talk.py with 40 messages, scrolled back a page: (talk, peer)."""
     talk, other = connected(spawn, peer, sock_path, **kwargs)
     other.send(b"".join(b"msg %02d\n" % i for i in range(1, 41)))
@@ -143,7 +183,9 @@ def scrolled_back(spawn, peer, sock_path, **kwargs):
     return talk, other
 
 
-def test_sending_while_scrolled_back_shows_the_newest_and_the_line_sent(spawn, peer, sock_path):
+def test_sending_while_scrolled_back_shows_the_newest_and_the_line_sent(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = scrolled_back(spawn, peer, sock_path)
     talk.send_line("mine")
     assert other.read_line() == b"mine\n"
@@ -154,7 +196,9 @@ def test_sending_while_scrolled_back_shows_the_newest_and_the_line_sent(spawn, p
     assert rule(talk) == "=" * (talk.cols - 1)
 
 
-def test_rule_counts_what_arrived_below_and_ctrl_end_jumps_there(spawn, peer, sock_path):
+def test_rule_counts_what_arrived_below_and_ctrl_end_jumps_there(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = scrolled_back(spawn, peer, sock_path)
     view = conversation(talk)
     for text in ("new one", "new two", "new three"):
@@ -170,7 +214,9 @@ def test_rule_counts_what_arrived_below_and_ctrl_end_jumps_there(spawn, peer, so
     assert rule(talk) == "=" * (talk.cols - 1)
 
 
-def test_one_key_reaches_the_newest_after_a_flood(spawn, peer, sock_path):
+def test_one_key_reaches_the_newest_after_a_flood(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = scrolled_back(spawn, peer, sock_path)
     other.send(b"".join(b"flood %04d\n" % i for i in range(2000)))
     talk.wait_until(lambda t: "2000 new below" in rule(t) and drawn(t), what="'2000 new below'")
@@ -180,7 +226,9 @@ def test_one_key_reaches_the_newest_after_a_flood(spawn, peer, sock_path):
     )
 
 
-def test_paging_down_counts_down_what_is_still_below(spawn, peer, sock_path):
+def test_paging_down_counts_down_what_is_still_below(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = scrolled_back(spawn, peer, sock_path, rows=10)  # 6 conversation rows
     talk.press("pgup")
     talk.wait_until(lambda t: conversation(t)[0] == "<you> msg 25" and drawn(t), what="2 pages up")
@@ -197,7 +245,9 @@ def test_paging_down_counts_down_what_is_still_below(spawn, peer, sock_path):
 
 
 @pytest.mark.parametrize("cols", [20, 24, 30])
-def test_at_narrow_widths_the_rule_stays_on_its_row(spawn, peer, sock_path, cols):
+def test_at_narrow_widths_the_rule_stays_on_its_row(
+    spawn: Spawner, peer: Peers, sock_path: str, cols: int
+) -> None:
     talk, other = scrolled_back(spawn, peer, sock_path, rows=12, cols=cols)
     talk.wait_until(lambda t: "more" in rule(t) and drawn(t), what="a rule that says more below")
     assert input_row(talk) == "", "the rule spilled onto the input line"
@@ -208,7 +258,9 @@ def test_at_narrow_widths_the_rule_stays_on_its_row(spawn, peer, sock_path, cols
 
 
 @pytest.mark.parametrize("cols", [20, 30])
-def test_at_narrow_widths_the_status_line_keeps_who(spawn, peer, sock_path, cols):
+def test_at_narrow_widths_the_status_line_keeps_who(
+    spawn: Spawner, peer: Peers, sock_path: str, cols: int
+) -> None:
     talk, _other = connected(spawn, peer, sock_path, rows=12, cols=cols)
     who = talking_to(os.getpid())
     # The whole of it if it fits, and no half of a hint after it; else as much as fits.
@@ -217,14 +269,32 @@ def test_at_narrow_widths_the_status_line_keeps_who(spawn, peer, sock_path, cols
     assert LOGIN in talk.row(0)
 
 
-def test_keys_typed_while_the_terminal_is_too_small_are_not_acted_on(spawn, peer, sock_path):
+def scribble_on(talk: Talk, data: bytes) -> None:
+    """Write ``data`` to talk.py's terminal from outside, as a background job or ``wall`` can."""
+    fd = os.open(f"/proc/{talk.pid}/fd/1", os.O_WRONLY | os.O_NOCTTY)  # the pty's slave side
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def test_keys_typed_while_the_terminal_is_too_small_are_not_acted_on(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk = spawn(sock_path, rows=4, cols=12)
-    talk.wait_until(lambda t: "small" in t.text(), what="the 'too small' note")
+    talk.wait_until(
+        lambda t: "small" in t.text() and "20x5)" in t.text(), what="the whole 'too small' note"
+    )
     other = peer(sock_path)
     talk.type("secret")
     talk.press("enter")
     talk.type(b"\x1b[5~")  # PageUp
-    talk.settle()
+    # Ctrl-L repaints even now. It comes after those keys: once the repaint of a screen that
+    # something else wiped is seen, talk.py has read them all while it was too small.
+    scribble_on(talk, b"\x1b[H\x1b[2J")
+    talk.wait_until(lambda t: t.text().strip() == "", what="the screen wiped from outside")
+    talk.press("ctrl_l")
+    talk.wait_until(shows("small"), what="the 'too small' note painted again by Ctrl-L")
     talk.resize(24, 80)
     wait_for_status(talk, talking_to(os.getpid()))
     assert input_row(talk) == "", "text typed blind went into the input line"
@@ -234,7 +304,7 @@ def test_keys_typed_while_the_terminal_is_too_small_are_not_acted_on(spawn, peer
     assert_closed_cleanly(talk, sock_path, 130, "talk: interrupted")
 
 
-def test_ctrl_c_works_while_the_terminal_is_too_small(spawn, peer, sock_path):
+def test_ctrl_c_works_while_the_terminal_is_too_small(spawn: Spawner, sock_path: str) -> None:
     talk = spawn(sock_path, rows=4, cols=12)
     talk.wait_until(lambda t: "small" in t.text(), what="the 'too small' note")
     talk.press("ctrl_c")
@@ -244,31 +314,23 @@ def test_ctrl_c_works_while_the_terminal_is_too_small(spawn, peer, sock_path):
 # -- size changes without SIGWINCH ---------------------------------------------------------------
 
 
-def layout_at(talk: Talk, rows: int, cols: int) -> bool:
-    return (
-        talk.row(1) == "-" * (cols - 1)
-        and talk.row(rows - 2) == "=" * (cols - 1)
-        and talk.cursor[1] == rows - 1
-    )
-
-
-def test_fg_after_ctrl_z_reads_the_new_size(spawn, sock_path):
+def test_fg_after_ctrl_z_reads_the_new_size(spawn: Spawner, sock_path: str) -> None:
     # A shell with job control, as a user has: talk is its foreground job, so a resize while
     # talk is stopped signals the shell, and talk learns nothing of it but SIGCONT.
     shell_args = ["-c", "import os; os.execvp('bash', ['bash', '--norc', '--noprofile', '-i'])"]
     shell = spawn(sock_path, args=shell_args, env=child_env(PS1="$ ", HISTFILE="/dev/null"))
-    shell.wait_for_text("$")
+    shell.wait_until(shows("$"), what="the shell's prompt")
     shell.type(f"{sys.executable} {TALK_PY} --socket {sock_path}\r")
-    wait_for_status(shell, waiting(sock_path))
+    wait_for_waiting(shell, sock_path)
 
     shell.type(b"\x1a")  # Ctrl-Z
-    shell.wait_for_text("Stopped")
+    shell.wait_until(shows("Stopped"), what="the shell saying the job stopped")
     shell.resize(30, 60)
     shell.type("fg\r")
     shell.wait_until(lambda t: layout_at(t, 30, 60), what="the layout at 30x60")
     assert shell.row(0).startswith(waiting(sock_path)[:59])
     shell.send_line(".")
-    shell.wait_for_text("talk: you ended the conversation")
+    shell.wait_until(shows("talk: you ended the conversation"), what="talk's last line")
 
 
 # A talk started so that it has no controlling terminal (as ``su - alice -c ...`` leaves it)
@@ -283,15 +345,24 @@ NO_CONTROLLING_TERMINAL = (
 )
 
 
-def test_ctrl_l_reads_the_size_when_no_sigwinch_comes(spawn, sock_path):
+def test_ctrl_l_reads_the_size_when_no_sigwinch_comes(spawn: Spawner, sock_path: str) -> None:
     args = ["-c", NO_CONTROLLING_TERMINAL, str(TALK_PY), "--socket", sock_path]
     talk = spawn(sock_path, args=args)
-    wait_for_status(talk, waiting(sock_path))
+    wait_for_waiting(talk, sock_path)
     talk.resize(30, 60)
-    talk.settle()
+    # Keys typed after the resize are still drawn in the old 24x80 layout, on its input row 23.
+    # Had a SIGWINCH come, it would be handled by the time the second key shows: the first key
+    # was read no earlier than the signal, and the second one only after the first was drawn.
+    talk.type("x")
+    talk.wait_until(lambda t: t.row(23) == "x" and t.cursor == (1, 23), what="'x' typed")
+    talk.type("y")
+    talk.wait_until(lambda t: t.row(23) == "xy" and t.cursor == (2, 23), what="'xy' typed")
     assert not layout_at(talk, 30, 60), "talk heard of the resize after all: nothing to test"
+    talk.press("ctrl_u")
     talk.press("ctrl_l")
-    talk.wait_until(lambda t: layout_at(t, 30, 60), what="the layout at 30x60")
+    talk.wait_until(
+        lambda t: layout_at(t, 30, 60) and input_row(t) == "", what="the layout at 30x60"
+    )
     talk.send_line(".")
     assert talk.wait_exit(PROMPTLY) == 0
 
@@ -299,11 +370,14 @@ def test_ctrl_l_reads_the_size_when_no_sigwinch_comes(spawn, sock_path):
 # -- pasting and keys ----------------------------------------------------------------------------
 
 
-def test_pasted_text_is_sent_literally_line_by_line(spawn, peer, sock_path):
+def test_pasted_text_is_sent_literally_line_by_line(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     assert PASTE_ON in talk.raw, "bracketed paste was not turned on"
     talk.type(PASTE_START + b"first line\r.\r\tindented\tx\rlast, not sent" + PASTE_END)
-    assert other.read_lines(3) == [b"first line\n", b".\n", b"        indented        x\n"]
+    sent = [other.read_line() for _ in range(3)]
+    assert sent == [b"first line\n", b".\n", b"        indented        x\n"]
     talk.wait_until(lambda t: input_row(t) == "last, not sent", what="the last pasted line")
     assert talk.child.isalive(), "a pasted '.' quit"
     shown = ["<myself> first line", "<myself> .", "<myself>         indented        x"]
@@ -312,26 +386,35 @@ def test_pasted_text_is_sent_literally_line_by_line(spawn, peer, sock_path):
     assert other.read_line() == b"last, not sent\n"
 
 
-def test_a_paste_arriving_in_pieces_is_still_one_paste(spawn, peer, sock_path):
+def test_a_paste_arriving_in_pieces_is_still_one_paste(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
-    for piece in (PASTE_START, b"one\r", b".", b"\rtw", b"o\x1b[20", b"1~"):
-        talk.type(piece)
-        talk.settle(quiet=0.05)
-    assert other.read_lines(2) == [b"one\n", b".\n"]
-    talk.wait_until(lambda t: input_row(t) == "two", what="the rest of the paste")
+    # Each piece is typed once talk.py has shown that it took the one before (only the start
+    # of the paste shows nothing), so they reach it in separate reads.
+    talk.type(PASTE_START + b"one\r")
+    assert other.read_line() == b"one\n"
+    talk.type(b".")
+    talk.wait_until(lambda t: input_row(t) == ".", what="the pasted '.' in the input line")
+    talk.type(b"\rtw")
+    assert other.read_line() == b".\n"
+    talk.wait_until(lambda t: input_row(t) == "tw", what="'tw' in the input line")
+    talk.type(b"o\x1b[20")
+    talk.wait_until(lambda t: input_row(t) == "two", what="the rest of the pasted text")
+    talk.type(b"1~")
     talk.press("enter")
     assert other.read_line() == b"two\n"
     talk.send_line(".")  # typed, not pasted: quits
     assert_closed_cleanly(talk, sock_path, 0, "talk: you ended the conversation")
 
 
-def leave_and_close(talk: Talk, other) -> None:
+def leave_and_close(talk: Talk, other: Peer) -> None:
     other.close()
     wait_for_status(talk, PEER_LEFT)
     talk.type("x")
 
 
-ENDINGS = {
+ENDINGS: dict[str, Callable[[Talk, Peer], None]] = {
     "dot": lambda talk, other: talk.send_line("."),
     "ctrl_c": lambda talk, other: talk.press("ctrl_c"),
     "sigterm": lambda talk, other: talk.kill(signal.SIGTERM),
@@ -340,7 +423,9 @@ ENDINGS = {
 
 
 @pytest.mark.parametrize("how", ENDINGS)
-def test_bracketed_paste_is_turned_off_on_every_way_out(spawn, peer, sock_path, how):
+def test_bracketed_paste_is_turned_off_on_every_way_out(
+    spawn: Spawner, peer: Peers, sock_path: str, how: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     ENDINGS[how](talk, other)
     talk.wait_exit(PROMPTLY)
@@ -348,7 +433,9 @@ def test_bracketed_paste_is_turned_off_on_every_way_out(spawn, peer, sock_path, 
     assert raw.rfind(PASTE_OFF) > raw.rfind(PASTE_ON) >= 0, "bracketed paste left on"
 
 
-def test_alt_keys_move_by_word_and_never_insert_their_letter(spawn, peer, sock_path):
+def test_alt_keys_move_by_word_and_never_insert_their_letter(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     talk.type("one two three")
     talk.wait_until(lambda t: input_row(t) == "one two three", what="the typed text")
@@ -365,7 +452,7 @@ def test_alt_keys_move_by_word_and_never_insert_their_letter(spawn, peer, sock_p
     assert other.read_line() == b"one ! three\n"
 
 
-def test_a_tab_typed_becomes_spaces(spawn, peer, sock_path):
+def test_a_tab_typed_becomes_spaces(spawn: Spawner, peer: Peers, sock_path: str) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
     talk.type("a\tb")
     talk.press("enter")
@@ -375,28 +462,35 @@ def test_a_tab_typed_becomes_spaces(spawn, peer, sock_path):
 # -- being told ----------------------------------------------------------------------------------
 
 
-def test_while_waiting_the_status_line_says_how_to_quit(spawn, sock_path):
-    talk = start_server(spawn, sock_path)
+def test_while_waiting_the_status_line_says_how_to_quit(spawn: Spawner, sock_path: str) -> None:
+    # 80 columns, or more if a long TMPDIR leaves no room for the short hint after the path.
+    cols = max(80, len(waiting(sock_path) + " - type . to quit") + 1)
+    talk = start_server(spawn, sock_path, cols=cols)
     wait_for_status(talk, "to quit")
     assert talk.row(0).startswith(waiting(sock_path)), talk.row(0)
 
 
-def test_the_bell_rings_once_when_someone_joins_a_waiting_talk(spawn, sock_path):
+def test_the_bell_rings_once_when_someone_joins_a_waiting_talk(
+    spawn: Spawner, sock_path: str
+) -> None:
+    # The bell goes out before the screen update it comes with: once an update is seen, the
+    # bell of it, if any, has arrived too.
     server = start_server(spawn, sock_path)
-    server.settle()
+    server.type("x")  # one more update while waiting
+    server.wait_until(lambda t: input_row(t) == "x", what="the key typed while waiting")
     assert b"\x07" not in server.raw, "rang before anyone came"
+    server.press("ctrl_u")
     client = spawn(sock_path)
     wait_for_status(server, talking_to(client.pid))
     wait_for_status(client, talking_to(server.pid))
     client.send_line("hi")
-    server.wait_until(lambda t: "<you> hi" in conversation(t), what="the message")
-    server.settle()
-    client.settle()
+    server.wait_until(lambda t: "<you> hi" in conversation(t) and drawn(t), what="the message")
+    client.wait_until(lambda t: "<myself> hi" in conversation(t) and drawn(t), what="the line")
     assert server.raw.count(b"\x07") == 1, "the waiting side should ring exactly once"
     assert b"\x07" not in client.raw, "the caller did not wait: no bell"
 
 
-def test_help_and_readme_name_the_new_keys(spawn, sock_path):
+def test_help_and_readme_name_the_new_keys(spawn: Spawner, sock_path: str) -> None:
     helped = spawn(sock_path, args=[str(TALK_PY), "--help"])
     assert helped.wait_exit(PROMPTLY) == 0
     readme = (TALK_PY.parent / "README.md").read_text()
