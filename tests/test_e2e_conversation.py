@@ -269,15 +269,6 @@ def test_at_narrow_widths_the_status_line_keeps_who(
     assert LOGIN in talk.row(0)
 
 
-def scribble_on(talk: Talk, data: bytes) -> None:
-    """Write ``data`` to talk.py's terminal from outside, as a background job or ``wall`` can."""
-    fd = os.open(f"/proc/{talk.pid}/fd/1", os.O_WRONLY | os.O_NOCTTY)  # the pty's slave side
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
 def test_keys_typed_while_the_terminal_is_too_small_are_not_acted_on(
     spawn: Spawner, peer: Peers, sock_path: str
 ) -> None:
@@ -291,7 +282,7 @@ def test_keys_typed_while_the_terminal_is_too_small_are_not_acted_on(
     talk.type(b"\x1b[5~")  # PageUp
     # Ctrl-L repaints even now. It comes after those keys: once the repaint of a screen that
     # something else wiped is seen, talk.py has read them all while it was too small.
-    scribble_on(talk, b"\x1b[H\x1b[2J")
+    talk.write_from_outside(b"\x1b[H\x1b[2J")
     talk.wait_until(lambda t: t.text().strip() == "", what="the screen wiped from outside")
     talk.press("ctrl_l")
     talk.wait_until(shows("small"), what="the 'too small' note painted again by Ctrl-L")
