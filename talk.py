@@ -18,12 +18,13 @@ The halves never call each other: they publish and subscribe to events on the sh
 ==============  ==========================  ================================================
 event           arguments                   meaning
 ==============  ==========================  ================================================
-``typed``       key (``str`` or ``int``)    the user pressed a key (``int``: curses KEY_*)
+``typed``       key (``str`` or ``int``)    a key pressed or text pasted (see KeyDecoder)
 ``outgoing``    text                        the user sent a line; it goes on the wire
 ``incoming``    text, who                   a line to show in the conversation
 ``error``       message                     a problem to show on the status line
 ``info``        message                     news to show on the status line
 ``conn_lost``   reason, exit status         the conversation is over (the peer went away)
+``joined``      who                         someone called us while we waited (new: bell)
 ``quit``        reason, exit status         the program should end (new: ``.``, signals)
 ==============  ==========================  ================================================
 """
@@ -56,6 +57,7 @@ import shutil
 import socket
 import stat
 import struct
+import textwrap
 import traceback
 import unicodedata
 from collections import deque
@@ -89,7 +91,7 @@ PATH = "/var/tmp/talk.sock"
 
 #: Every event the parts exchange (see the table above); the PubPen rejects any other name,
 #: so a typo in an event name fails loudly instead of going nowhere.
-EVENTS = ("typed", "outgoing", "incoming", "error", "info", "conn_lost", "quit")
+EVENTS = ("typed", "outgoing", "incoming", "error", "info", "conn_lost", "joined", "quit")
 
 MYSELF = "<myself>"
 YOU = "<you>"
@@ -103,6 +105,8 @@ HISTORY_LENGTH = 5000
 HISTORY_CHARS = 4_000_000
 #: The smallest terminal the layout fits in: status, rule, one line of talk, rule, input.
 MIN_ROWS, MIN_COLS = 5, 20
+#: Tab stops every this many columns, for a tab typed or pasted into the input line.
+TAB_WIDTH = 8
 #: The one line a busy socket says to a third caller before hanging up.
 BUSY_LINE = "talk: busy: someone is already talking on this socket"
 #: How the one line starts that a private call says to anyone but the person called.
@@ -362,6 +366,28 @@ class InputLine:
         del self.chars[start : self.cursor]
         self.cursor = start
 
+    def word_left(self) -> None:
+        """Move to the start of this word, or of the previous one (Alt-b)."""
+        while self.cursor and self.chars[self.cursor - 1] == " ":
+            self.cursor -= 1
+        while self.cursor and self.chars[self.cursor - 1] != " ":
+            self.cursor -= 1
+
+    def word_right(self) -> None:
+        """Move to the end of this word, or of the next one (Alt-f)."""
+        end = len(self.chars)
+        while self.cursor < end and self.chars[self.cursor] == " ":
+            self.cursor += 1
+        while self.cursor < end and self.chars[self.cursor] != " ":
+            self.cursor += 1
+
+    def tab(self) -> None:
+        """A tab becomes spaces up to the next tab stop, as ``expandtabs()`` would make it:
+        a tab character itself would reach the other side's screen as ``^I``."""
+        column = text_width(self.chars[: self.cursor])
+        for _ in range(TAB_WIDTH - column % TAB_WIDTH):
+            self.insert(" ")
+
     def take(self) -> str:
         """Return the text and start a new, empty line."""
         text = self.text
@@ -428,8 +454,9 @@ class History:
 
     Keeps the last ``limit`` messages, fewer if they hold more than ``max_chars``
     characters. ``scroll`` counts rows back from the newest; while it is non-zero the view
-    stays on what the user is reading even as new messages arrive. The Display tells it
-    the size of the conversation area with ``resize()`` before asking for rows.
+    stays on what the user is reading even as new messages arrive, and ``unseen`` counts
+    those of them still below the view. The Display tells it the size of the conversation
+    area with ``resize()`` before asking for rows.
     """
 
     def __init__(self, limit: int = HISTORY_LENGTH, max_chars: int = HISTORY_CHARS) -> None:
@@ -440,10 +467,11 @@ class History:
         self.width = 0  # columns, and rows, of the area the conversation is shown in
         self.height = 0
         self.scroll = 0
+        self.unseen = 0  # messages that arrived while scrolled back and are still below
 
     def resize(self, width: int, height: int) -> None:
         self.width, self.height = width, height
-        self.scroll = self._clamped(self.scroll)
+        self._scroll_to(self.scroll)
 
     def add(self, who: str, text: str) -> None:
         message = Message(who, text)
@@ -454,14 +482,33 @@ class History:
         ):
             self.chars -= len(self.messages.popleft().text)
         if self.scroll:
-            # Keep the view where it is: the new rows are below it.
-            self.scroll = self._clamped(self.scroll + len(message.rows(self.width)))
+            # Keep the view where it is: the new rows are below it, not yet seen.
+            self.unseen += 1
+            wanted = self.scroll + len(message.rows(self.width))
+            self.scroll = self._clamped(wanted)
+            if self.scroll != wanted:  # the oldest rows went: the view had to move down
+                self._scroll_to(self.scroll)
 
     def page_up(self) -> None:
-        self.scroll = self._clamped(self.scroll + self.page)
+        self._scroll_to(self.scroll + self.page)
 
     def page_down(self) -> None:
-        self.scroll = max(0, self.scroll - self.page)
+        self._scroll_to(self.scroll - self.page)
+
+    def newest(self) -> None:
+        """Back to the newest rows, however far back the view was."""
+        self._scroll_to(0)
+
+    def _scroll_to(self, scroll: int) -> None:
+        self.scroll = self._clamped(scroll)
+        # What came into view has been seen: count only messages with a row still below.
+        below = rows = 0
+        for message in reversed(self.messages):
+            if rows >= self.scroll or below >= self.unseen:
+                break
+            below += 1
+            rows += len(message.rows(self.width))
+        self.unseen = below
 
     @property
     def page(self) -> int:
@@ -501,6 +548,120 @@ class History:
         ]
 
 
+def first_that_fits(candidates: Iterable[str], width: int) -> str:
+    """The first of ``candidates`` (longest and fullest first) that fits in ``width``
+    columns, or the last one cut to fit."""
+    text = ""
+    for text in candidates:
+        if text_width(text) <= width:
+            return text
+    return clip(text, width)
+
+
+class Pasted(str):
+    """Text that arrived in a bracketed paste: put into the line as it is, never a command."""
+
+
+#: The keys a KeyDecoder names: Alt (Meta) keys, and keys curses knows only by their
+#: terminfo name (``kEND5`` is Ctrl-End, ``kEND3`` Alt-End).
+ALT_KEYS: dict[Key, str] = {
+    "b": "Alt-b",
+    "f": "Alt-f",
+    "\x7f": "Alt-Backspace",
+    "\x08": "Alt-Backspace",
+    curses.KEY_BACKSPACE: "Alt-Backspace",
+}
+CSI_KEYS = {"[1;5F": "kEND5", "[1;3F": "kEND3"}
+ESC = "\x1b"
+
+
+def is_char(key: Key) -> bool:
+    """A character typed, as opposed to a key curses or the KeyDecoder named."""
+    return isinstance(key, str) and len(key) == 1
+
+
+class KeyDecoder:
+    """Turn the keys curses reads into the keys talk acts on.
+
+    In keypad mode curses turns the escape sequences that terminfo lists into ``KEY_*``
+    codes, but hands anything else over one character at a time: Alt-b as ESC then ``b``,
+    a bracketed paste as ESC ``[200~``, the text, ESC ``[201~``. Fed those keys one by one,
+    ``feed()`` returns what they mean: Alt keys by name (``"Alt-b"``), pasted text as
+    ``Pasted``, nothing at all for other escape sequences (swallowed whole, so no stray
+    letters end up in the line), and every other key as it is. ``pause()`` says the
+    keyboard has gone quiet: an ESC with nothing after it was the Esc key itself.
+    """
+
+    PASTE_START = "[200~"
+    PASTE_END = ESC + "[201~"
+    MAX_SEQUENCE = 32  # longer than any sequence talk knows: keep no more of one
+
+    def __init__(self) -> None:
+        self.sequence: str | None = None  # what followed an ESC so far, None outside one
+        self.pasting = False
+        self.paste_end = ""  # in a paste: the start of PASTE_END that has arrived
+
+    def feed(self, key: Key) -> list[Key]:
+        if self.pasting:
+            return self._paste(key)
+        if self.sequence is None:
+            if key == ESC:
+                self.sequence = ""
+                return []
+            return [key]
+        return self._escape(self.sequence, key)
+
+    def pause(self) -> list[Key]:
+        if self.sequence == "" and not self.pasting:
+            self.sequence = None
+            return [ESC]
+        return []
+
+    def _escape(self, sequence: str, key: Key) -> list[Key]:
+        if sequence == "" and key == ESC:
+            return []  # Esc pressed twice: the second one may still start a sequence
+        if sequence == "" and key in ("[", "O"):
+            self.sequence = str(key)  # CSI or SS3: a sequence curses does not know
+            return []
+        self.sequence = None
+        if sequence == "":
+            if key in ALT_KEYS:
+                return [ALT_KEYS[key]]
+            return [] if is_char(key) else [key]  # an Alt-letter types nothing
+        if isinstance(key, int) or len(key) != 1:
+            return [key]  # a broken sequence; the key after it is real
+        if sequence == "O":
+            return []  # SS3 ends with its one final character
+        # CSI: parameter and intermediate characters (0x20-0x3F), then one final (0x40-0x7E).
+        if " " <= key <= "?":
+            self.sequence = (sequence + key)[: self.MAX_SEQUENCE]  # only its start matters
+            return []
+        if "@" <= key <= "~":
+            sequence += key
+            if sequence == self.PASTE_START:
+                self.pasting = True
+            return [CSI_KEYS[sequence]] if sequence in CSI_KEYS else []
+        return [key]  # not part of a sequence after all (a control character)
+
+    def _paste(self, key: Key) -> list[Key]:
+        if isinstance(key, int) or len(key) != 1:
+            return []  # curses made a key of pasted bytes: nothing literal to keep
+        candidate = self.paste_end + key
+        if self.PASTE_END.startswith(candidate):
+            self.paste_end = candidate
+            if candidate == self.PASTE_END:
+                self.pasting = False
+                self.paste_end = ""
+            return []
+        # Not the end after all: what looked like its start was pasted text (bar the ESC).
+        self.paste_end = ""
+        text = candidate[1:] if candidate.startswith(ESC) else candidate
+        if key == ESC:
+            self.paste_end = ESC
+            text = text[:-1]
+        return [Pasted(text)] if text else []
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. The display: everything that touches curses
 # ---------------------------------------------------------------------------------------------
@@ -518,9 +679,22 @@ EDIT_KEYS = {
     "\x05": InputLine.end,  # Ctrl-E
     "\x15": InputLine.clear,  # Ctrl-U
     "\x17": InputLine.delete_word,  # Ctrl-W
+    "Alt-b": InputLine.word_left,
+    "Alt-f": InputLine.word_right,
+    "Alt-Backspace": InputLine.delete_word,
+    "\t": InputLine.tab,
 }
 for _key in BACKSPACE_KEYS:
     EDIT_KEYS[_key] = InputLine.backspace
+#: Back to the newest messages, however far back the view is: Ctrl-End, or Alt-End.
+NEWEST_KEYS = ("kEND5", "kEND3")
+#: What the status line adds about the keys, long and short: while the conversation runs,
+#: and once it is over.
+QUIT_HINTS = ("type . alone on a line to quit", "type . to quit")
+CLOSE_HINTS = ("press any key to close", "any key closes")
+#: Terminal modes: bracketed paste marks pasted text, so that it is never taken as keys.
+BRACKETED_PASTE_ON = b"\x1b[?2004h"
+BRACKETED_PASTE_OFF = b"\x1b[?2004l"
 #: At most this many keys are read in one go, so a big paste cannot starve the socket.
 KEYS_PER_READ = 512
 #: When stdin is "readable" this many times in a row without a key to read, the terminal is
@@ -533,13 +707,15 @@ class Display:
 
     Layout, as in the guide::
 
-        row 0          status line (info, error, conn_lost)
+        row 0          status line (info, error, conn_lost) and what the keys do
         row 1          ----------
         rows 2..R-3    the conversation
         row R-2        ==========
         row R-1        the input line
 
     Use it as a context manager: entering sets the terminal up, leaving always restores it.
+    Once the conversation is over (``conn_lost``) the screen stays for reading, and the next
+    key ends the program.
     """
 
     def __init__(self, pubpen: PubPen) -> None:
@@ -547,8 +723,11 @@ class Display:
         self.history = History()
         self.input = InputLine()
         self.status = ""
+        self.keys = KeyDecoder()
+        self.ending: tuple[str, int] | None = None  # why the conversation ended, exit status
         self.on_screen = False  # between __enter__ and __exit__: curses owns the terminal
         self._redraw_pending = False
+        self._bell = False  # ring the terminal bell with the next screen update
         self._empty_reads = 0  # stdin said "readable" but had no key, this many times running
         self.sizeless = False  # the terminal says it is 0x0: nothing fits until it resizes
 
@@ -557,7 +736,8 @@ class Display:
         # The guide shows all three on the status line with one callback, show_error().
         self.pubpen.subscribe("error", self.show_status)
         self.pubpen.subscribe("info", self.show_status)
-        self.pubpen.subscribe("conn_lost", self.show_status)
+        self.pubpen.subscribe("conn_lost", self.show_end)
+        self.pubpen.subscribe("joined", self.ring)
 
     def __enter__(self) -> Display:
         os.environ.setdefault("ESCDELAY", "25")  # a lone Esc should not stall the keyboard
@@ -579,6 +759,10 @@ class Display:
             loop.add_signal_handler(signal.SIGWINCH, self.resize)
             # curses fell back to the terminfo size for a terminal that says 0x0; we do not.
             self.sizeless = 0 in terminal_size()
+            # Sizes that change without a SIGWINCH for us: while we were stopped (Ctrl-Z).
+            loop.add_signal_handler(signal.SIGCONT, self.resize)
+            loop.add_signal_handler(signal.SIGTSTP, self.suspend)
+            self.set_terminal_modes(BRACKETED_PASTE_ON)
             # Send what curses has queued to set the terminal up (it turns autowrap on), so
             # that draw() can turn autowrap off before the first screen.
             self.stdscr.refresh()
@@ -593,7 +777,8 @@ class Display:
         loop = self.pubpen.loop
         if not loop.is_closed():
             loop.remove_reader(sys.stdin.fileno())
-            loop.remove_signal_handler(signal.SIGWINCH)
+            for signum in (signal.SIGWINCH, signal.SIGCONT, signal.SIGTSTP):
+                loop.remove_signal_handler(signum)
         set_autowrap(True)  # the shell expects long lines to wrap again
         with contextlib.suppress(curses.error):
             self.stdscr.keypad(False)
@@ -601,6 +786,27 @@ class Display:
             curses.echo()
         with contextlib.suppress(curses.error):
             curses.endwin()
+        self.set_terminal_modes(BRACKETED_PASTE_OFF)
+
+    def set_terminal_modes(self, sequence: bytes) -> None:
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            os.write(sys.stdout.fileno(), sequence)
+
+    def suspend(self) -> None:
+        """Ctrl-Z: give the terminal back as the shell had it, stop, and take it again on
+        ``fg`` (the size is read again then: the window may have changed meanwhile)."""
+        self.set_terminal_modes(BRACKETED_PASTE_OFF)
+        with contextlib.suppress(curses.error):
+            curses.endwin()
+        loop = self.pubpen.loop
+        loop.remove_signal_handler(signal.SIGTSTP)
+        # Stop the way Ctrl-Z stops a program. Without job control (nobody could ``fg`` us)
+        # the kernel ignores it, and we simply go on.
+        os.kill(os.getpid(), signal.SIGTSTP)
+        loop.add_signal_handler(signal.SIGTSTP, self.suspend)
+        self.set_terminal_modes(BRACKETED_PASTE_ON)
+        self.stdscr.clearok(True)
+        self.resize()
 
     # -- keyboard ---------------------------------------------------------------------------
 
@@ -614,11 +820,16 @@ class Display:
             except curses.error:  # nothing (more) to read
                 break
             self._empty_reads = 0
-            self.pubpen.publish("typed", key)
+            if isinstance(key, int) and key > curses.KEY_MAX:
+                key = curses.keyname(key).decode()  # keys terminfo names: kEND5 is Ctrl-End
+            for decoded in self.keys.feed(key):
+                self.pubpen.publish("typed", decoded)
         else:
             # More may be waiting; read it after whatever else is due, not before.
             self.pubpen.loop.call_soon(self.read_keys)
             return
+        for decoded in self.keys.pause():  # an ESC with nothing after it: the Esc key
+            self.pubpen.publish("typed", decoded)
         self._empty_reads += 1
         if self._empty_reads >= EMPTY_READS_WHEN_GONE:
             self.pubpen.loop.remove_reader(sys.stdin.fileno())
@@ -626,31 +837,52 @@ class Display:
 
     def show_typing(self, key: Key) -> None:
         """Handle one key: edit the input line, send it, quit, or scroll the conversation."""
-        if key in ENTER_KEYS:
-            self.send_line()
-        elif key in EDIT_KEYS:
-            EDIT_KEYS[key](self.input)
-        elif key == curses.KEY_PPAGE:
+        if key in ("\x0c", curses.KEY_RESIZE):  # Ctrl-L: repaint everything
+            self.stdscr.clearok(True)
+            self.resize()  # Ctrl-L also catches a size change nobody told us about
+            return
+        rows, cols = self.stdscr.getmaxyx()
+        if rows < MIN_ROWS or cols < MIN_COLS:
+            return  # the input line is not on the screen: keys typed blind do nothing
+        if key == curses.KEY_PPAGE:
             self.history.page_up()
         elif key == curses.KEY_NPAGE:
             self.history.page_down()
-        elif key == "\x0c":  # Ctrl-L: repaint everything
-            self.stdscr.clearok(True)
-        elif key == curses.KEY_RESIZE:
-            pass  # the new size is picked up by the redraw below
+        elif key in NEWEST_KEYS:
+            self.history.newest()
+        elif self.ending is not None:
+            self.pubpen.publish("quit", *self.ending)  # the conversation was over: any key ends
+            return
+        elif isinstance(key, Pasted):
+            self.paste(key)
+        elif key in ENTER_KEYS:
+            self.send_line()
+        elif key in EDIT_KEYS:
+            EDIT_KEYS[key](self.input)
         elif isinstance(key, str) and len(key) == 1 and unicodedata.category(key) != "Cc":
             self.input.insert(key)  # anything but a control key; view() spells it if need be
         else:
             return  # other function keys and control characters do nothing
         self.redraw()
 
-    def send_line(self) -> None:
-        """Enter: send the line, as in the guide; but a lone ``.`` quits and is not sent."""
+    def paste(self, text: str) -> None:
+        """Pasted text is taken literally: each line is sent as it is, even a lone ``.``."""
+        for ch in text:
+            if ch in "\r\n":
+                self.send_line(literal=True)
+            elif ch == "\t":
+                self.input.tab()
+            elif unicodedata.category(ch) != "Cc":
+                self.input.insert(ch)  # as typed: view() spells out what cannot be drawn
+
+    def send_line(self, literal: bool = False) -> None:
+        """Enter: send the line, as in the guide; but a lone ``.`` typed quits and is not sent."""
         line = self.input.take()
-        if line == ".":
+        if line == "." and not literal:
             self.pubpen.publish("quit", "you ended the conversation", 0)
         elif line:
             self.pubpen.publish("outgoing", line)
+            self.history.newest()  # whoever sends wants to see the line go, not old ones
             self.show_message(line, MYSELF)
 
     # -- event callbacks ----------------------------------------------------------------------
@@ -661,13 +893,22 @@ class Display:
         self.redraw()
 
     def show_status(self, message: object, *_: object) -> None:
-        """Show news (``info``), a problem (``error``) or the end (``conn_lost``) on the
-        status line."""
+        """Show news (``info``) or a problem (``error``) on the status line."""
         self.status = printable(str(message))
         self.redraw()
 
+    def show_end(self, reason: str, status: int) -> None:
+        """The conversation is over: keep it on the screen until a key is pressed."""
+        self.ending = (reason, status)
+        self.redraw()
+
+    def ring(self, *_: object) -> None:
+        """Someone joined the talk we were waiting in: ring the bell, as talk(1) does."""
+        self._bell = True
+        self.redraw()
+
     def resize(self) -> None:
-        """SIGWINCH: the terminal changed size; lay everything out again."""
+        """The terminal may have changed size (SIGWINCH, SIGCONT, Ctrl-L): lay it all out again."""
         lines, columns = terminal_size()
         # Some terminals say 0x0 for a moment (so does `stty rows 0 cols 0`): curses cannot
         # take that size, and nothing fits in it, so it is a too small terminal until the
@@ -699,17 +940,14 @@ class Display:
         if self.sizeless or rows < MIN_ROWS or cols < MIN_COLS:
             self.draw_too_small(rows, cols)
         else:
-            self.put(0, clip(self.status, cols))
+            self.put(0, self.status_line(cols))
             self.put(1, "-" * (cols - 1))
             self.history.resize(cols, rows - 4)
             for y, (who, line) in enumerate(self.history.window_with_speakers(), start=2):
                 # Your own lines are bold, and nothing else ever is: a peer can make its text
                 # look like anything but that.
                 self.put(y, line, curses.A_BOLD if who == MYSELF else curses.A_NORMAL)
-            rule = "=" * (cols - 1)
-            if self.history.scroll:
-                rule = " more below: PageDown ".center(cols - 1, "=")
-            self.put(rows - 2, rule)
+            self.put(rows - 2, self.rule(cols - 1))
             text, x = self.input.view(cols - 1)  # the last cell of the screen stays empty
             self.put(rows - 1, text)
             scr.move(rows - 1, x)
@@ -717,8 +955,31 @@ class Display:
         # where it finds a row wider than curses did, it must not carry the rest into the
         # next row (curses turns wrapping on again when it resumes; hence every time).
         set_autowrap(False)
+        if self._bell:
+            self._bell = False
+            with contextlib.suppress(curses.error):  # a terminal with neither bell nor flash
+                curses.beep()
         with contextlib.suppress(curses.error):  # e.g. the terminal was closed under us
             scr.refresh()
+
+    def status_line(self, width: int) -> str:
+        """The news, then what the keys do, shortened to fit; the news comes first because
+        it says who we are talking to."""
+        hints = CLOSE_HINTS if self.ending else QUIT_HINTS
+        if not self.status:
+            return first_that_fits(hints, width)
+        return first_that_fits([*(f"{self.status} - {hint}" for hint in hints), self.status], width)
+
+    def rule(self, width: int) -> str:
+        """The rule above the input line; while reading back it says what is below."""
+        if not self.history.scroll:
+            return "=" * width
+        n = self.history.unseen
+        if n:
+            notes = [f" {n} new below: Ctrl-End jumps there ", f" {n} new below ", f" {n} new "]
+        else:
+            notes = [" more below: PageDown or Ctrl-End ", " more below "]
+        return first_that_fits(notes, width).center(width, "=")
 
     def draw_too_small(self, rows: int, cols: int) -> None:
         size = "it says 0x0; " if self.sizeless else ""
@@ -800,6 +1061,7 @@ class TalkProtocol(asyncio.Protocol):
         self.dialled = dialled  # the path we called, if we did: it may answer that it is busy
         self.first_line = True  # only the first line can be that busy notice
         self.transport: asyncio.Transport | None = None
+        self.peer = ""  # who is at the other end, once connected
         self.decoder = LineDecoder()
         self.unsent: deque[bytes] = deque()  # lines that wait for a transport with room
         self.unsent_bytes = 0
@@ -851,8 +1113,10 @@ class TalkProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        who = peer_name(transport.get_extra_info("socket"))
-        self.pubpen.publish("info", f"Talking to {who} - type . alone on a line to quit")
+        self.peer = peer_name(transport.get_extra_info("socket"))
+        self.pubpen.publish("info", f"Talking to {self.peer}")
+        if not self.dialled:
+            self.pubpen.publish("joined", self.peer)
         self.send_unsent()
 
     def data_received(self, data: bytes) -> None:
@@ -883,6 +1147,7 @@ class TalkProtocol(asyncio.Protocol):
         # only for datagram sockets. On a stream, a failed read or write ends the
         # connection and arrives here.
         if exc is None:
+            self.pubpen.publish("info", f"{self.peer} left")
             self.pubpen.publish("conn_lost", "the other side closed the connection", 0)
         else:
             self.pubpen.publish("error", f"connection failed: {exc}")
@@ -1585,8 +1850,7 @@ async def converse(
         if not ending.done():
             ending.set_result((reason, status))
 
-    pubpen.subscribe("quit", finish)
-    pubpen.subscribe("conn_lost", finish)
+    pubpen.subscribe("quit", finish)  # conn_lost does not end it: the Display then waits for a key
     for signum, reason in ENDING_SIGNALS.items():
         loop.add_signal_handler(signum, pubpen.publish, "quit", reason, 128 + signum)
     try:
@@ -1651,10 +1915,24 @@ def use_locale() -> None:
     forget_widths()
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, but never breaking a key name such as Ctrl-End at its hyphen."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="talk",
         usage="%(prog)s [--socket PATH] [USER]\n       %(prog)s --list [--socket PATH]",
+        formatter_class=HelpFormatter,
         description=(
             "Chat, line by line, with another person logged into this machine. "
             "Without USER: the first to start talk waits on the shared socket; the second "
@@ -1664,8 +1942,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ),
         epilog=(
             "Keys: Backspace or Ctrl-H and Delete erase, Left/Right/Home/End (Ctrl-A, Ctrl-E) "
-            "move, Ctrl-U clears the line, Ctrl-W erases a word, PageUp/PageDown scroll back, "
-            "Ctrl-L repaints, Ctrl-C quits."
+            "move, Alt-b/Alt-f move by word, Ctrl-U clears the line, Ctrl-W or Alt-Backspace "
+            "erases a word, Tab types spaces, PageUp/PageDown scroll back, Ctrl-End (or "
+            "Alt-End) jumps to the newest messages, Ctrl-L repaints and re-reads the terminal "
+            "size, Ctrl-C quits. Pasted text is sent as it is, one message per line (a pasted "
+            '"." too). When the other side leaves, the conversation stays on the screen and '
+            "any key ends talk."
         ),
     )
     parser.add_argument(

@@ -380,6 +380,19 @@ class Talk:
         self.screen.resize(rows, cols)
         self.child.setwinsize(rows, cols)
 
+    def write_from_outside(self, data: bytes) -> None:
+        """Write ``data`` to the program's terminal as another program can (a background job,
+        ``wall``): it reaches the screen between the program's own updates, unknown to it.
+
+        E.g. wipe the screen, then press Ctrl-L and wait for the repaint: once it shows, the
+        program has read every key typed before the Ctrl-L.
+        """
+        fd = os.open(f"/proc/{self.pid}/fd/1", os.O_WRONLY | os.O_NOCTTY)  # the pty's slave
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
     # -- the end -------------------------------------------------------------------------------
 
     def wait_exit(self, timeout: float = DEFAULT_TIMEOUT) -> int:

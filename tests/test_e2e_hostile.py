@@ -386,6 +386,9 @@ def test_peer_killed_without_closing_is_noticed_at_once(spawn: Spawner, sock_pat
             other.kill()  # SIGKILL: the peer never says goodbye
         other.wait(DEADLINE)
 
+    # Noticed at once: the status line says so; the screen stays until a key is pressed.
+    talk.wait_until(lambda t: " left - press any key" in t.row(0), PROMPTLY, "the peer's leaving")
+    talk.type("x")
     status, printed = exit_of(talk, PROMPTLY)
     assert status == 0, f"exit status {status}; printed {printed!r}"
     assert terminal_restored(talk), "the terminal was not restored"
@@ -788,14 +791,23 @@ def test_too_small_terminal_says_so_then_works_after_resize(
     other.send_line("sent while small")
     wait_taken(other)
     talk.type("typed while small")
+    # Ctrl-L repaints even now. It comes after those keys: once the repaint of a screen that
+    # something else wiped is seen, talk.py has read them all while it was too small.
+    talk.write_from_outside(b"\x1b[H\x1b[2J")
+    talk.wait_until(lambda t: t.text().strip() == "", DEADLINE, "the screen wiped from outside")
+    talk.press("ctrl_l")
+    talk.wait_until(
+        lambda t: "too small" in flowing(t.display), DEADLINE, "the note painted by Ctrl-L"
+    )
 
     talk.resize(24, 80)
     status = talking_to(os.getpid())
     talk.wait_until(
-        lambda t: t.row(0).startswith(status) and input_row(t) == "typed while small",
+        lambda t: t.row(0).startswith(status) and drawn(t),
         DEADLINE,
         "the normal layout after the resize",
     )
+    assert input_row(talk) == "", "keys typed while the input line was not shown were taken"
     assert_layout(talk, talk.row(0))
     assert "<you> sent while small" in conversation(talk), talk.text()
     assert talk.child.isalive(), "talk.py ended"

@@ -321,6 +321,10 @@ def test_a_conversation_that_ends_in_an_error_exits_non_zero(
     # Closing with unread data resets the connection: talk's next read fails (ECONNRESET).
     wait_until(lambda: unread_by(other) > 0, DEADLINE, "the line to reach the peer")
     other.close()
+    # The conversation stays on the screen, saying what went wrong, until a key closes it.
+    wait_for_status(talk, "connection failed: ")
+    wait_for_status(talk, "press any key to close")
+    talk.type("q")
     status = talk.wait_exit(DEADLINE)
     assert status == 1, f"exit status {status}; printed {talk.after_exit!r}"
     assert talk.last_line.startswith("talk: connection lost: "), talk.after_exit

@@ -35,7 +35,6 @@ from terminal import (
     start_server,
     start_with_peer,
     talking_to,
-    wait_all_ended,
     wait_for_status,
     wait_for_waiting,
     wait_until,
@@ -55,6 +54,15 @@ def start_pair(spawn: Spawner, path: str, **kwargs: Any) -> tuple[Talk, Talk]:
     wait_for_status(client, talking_to(server.pid))
     wait_for_status(server, talking_to(client.pid))
     return server, client
+
+
+def close_after_peer_left(talk: Talk) -> float:
+    """Wait until the status line says the other side left; press a key to close. The time."""
+    wait_for_status(talk, " left - press any key to close")
+    assert talk.child.isalive(), "talk.py ended before a key was pressed"
+    trigger = time.monotonic()
+    talk.type("q")
+    return trigger
 
 
 def assert_ended(talk: Talk, trigger_time: float, reason: str, status: int = 0) -> None:
@@ -101,8 +109,12 @@ def test_first_is_server_second_connects_and_both_see_the_other(
 ) -> None:
     server = spawn(sock_path)
     wait_for_waiting(server, sock_path)
-    if len(waiting(sock_path)) < server.cols:  # a long TMPDIR makes a status that is cut
-        assert server.row(0) == waiting(sock_path)
+    # While waiting, the status line also says how to quit: the short hint fits 80 columns,
+    # unless a long TMPDIR makes the path alone fill the status line, which is then cut.
+    hinted = waiting(sock_path) + " - type . to quit"
+    if len(hinted) < server.cols:
+        wait_for_status(server, hinted)
+        assert server.row(0) == hinted
     wait_until(lambda: os.path.exists(sock_path), what="the socket file")
     assert stat.S_ISSOCK(os.stat(sock_path).st_mode)
 
@@ -485,10 +497,9 @@ def test_dot_ends_both_instances_and_removes_the_socket(spawn: Spawner, sock_pat
     server, client = start_pair(spawn, sock_path)
     trigger = time.monotonic()
     client.send_line(".")
-    # Read both while they end: reading the server only after the client's checks would
-    # note its end late and could make it miss the deadline it met.
-    wait_all_ended(client, server)
     assert_ended(client, trigger, "talk: you ended the conversation")
+    # The other side keeps the conversation on screen until a key is pressed.
+    trigger = close_after_peer_left(server)
     assert_ended(server, trigger, "talk: the other side closed the connection")
     assert not os.path.exists(sock_path)
 
@@ -497,16 +508,16 @@ def test_server_ends_when_the_socket_peer_closes(
     spawn: Spawner, peer: Peers, sock_path: str
 ) -> None:
     talk, sock = start_with_peer(spawn, peer, sock_path)
-    trigger = time.monotonic()
     sock.close()
+    trigger = close_after_peer_left(talk)
     assert_ended(talk, trigger, "talk: the other side closed the connection")
     assert not os.path.exists(sock_path)
 
 
 def test_server_ends_when_the_other_talk_is_killed(spawn: Spawner, sock_path: str) -> None:
     server, client = start_pair(spawn, sock_path)
-    trigger = time.monotonic()
     client.kill(signal.SIGKILL)
+    trigger = close_after_peer_left(server)
     assert_ended(server, trigger, "talk: the other side closed the connection")
     assert not os.path.exists(sock_path)
 
@@ -516,8 +527,8 @@ def test_client_ends_when_the_server_goes_away(spawn: Spawner, peer: Peers, sock
     talk = spawn(sock_path)
     server = listener.accept()
     talk.wait_for_row(0, talking_to(os.getpid()))
-    trigger = time.monotonic()
     server.close()
+    trigger = close_after_peer_left(talk)
     assert_ended(talk, trigger, "talk: the other side closed the connection")
     assert os.path.exists(sock_path), "the client removed a socket file that is not its own"
 
