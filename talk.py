@@ -692,6 +692,9 @@ NEWEST_KEYS = ("kEND5", "kEND3")
 #: and once it is over.
 QUIT_HINTS = ("type . alone on a line to quit", "type . to quit")
 CLOSE_HINTS = ("press any key to close", "any key closes")
+#: How a status line that does not fit is shortened, one step after another, before it is
+#: cut: the pid goes first, then the words around the login name, which stays whole.
+STATUS_SHORTENINGS = (re.compile(r" \(pid \d+\)"), re.compile(r"^Talking to "))
 #: Terminal modes: bracketed paste marks pasted text, so that it is never taken as keys.
 BRACKETED_PASTE_ON = b"\x1b[?2004h"
 BRACKETED_PASTE_OFF = b"\x1b[?2004l"
@@ -968,7 +971,10 @@ class Display:
         hints = CLOSE_HINTS if self.ending else QUIT_HINTS
         if not self.status:
             return first_that_fits(hints, width)
-        return first_that_fits([*(f"{self.status} - {hint}" for hint in hints), self.status], width)
+        shorter = [self.status]
+        for pattern in STATUS_SHORTENINGS:
+            shorter.append(pattern.sub("", shorter[-1], count=1))
+        return first_that_fits([*(f"{self.status} - {hint}" for hint in hints), *shorter], width)
 
     def rule(self, width: int) -> str:
         """The rule above the input line; while reading back it says what is below."""
