@@ -5,7 +5,7 @@ This is the program from the Pubmarine "Getting Started" guide, made robust enou
 Read it top to bottom:
 
 1. pure helpers (no curses, no sockets): framing a byte stream into lines, making text safe
-   to draw, the line being typed, the wrapped and scrollable history;
+   to draw, the line being typed, the wrapped and scrollable history, naming the keys;
 2. ``Display``: everything curses, a context manager like in the guide;
 3. ``TalkProtocol``: everything socket, an ``asyncio.Protocol`` like in the guide;
 4. socket set-up: connect to someone already waiting, or wait on the socket ourselves;
@@ -23,7 +23,7 @@ event           arguments                   meaning
 ``incoming``    text, who                   a line to show in the conversation
 ``error``       message                     a problem to show on the status line
 ``info``        message                     news to show on the status line
-``conn_lost``   reason, exit status         the conversation is over (the peer went away)
+``conn_lost``   reason, exit status         the conversation is over (the peer left or failed)
 ``joined``      who                         someone called us while we waited (new: bell)
 ``quit``        reason, exit status         the program should end (new: ``.``, signals)
 ==============  ==========================  ================================================
@@ -710,15 +710,16 @@ class Display:
 
     Layout, as in the guide::
 
-        row 0          status line (info, error, conn_lost) and what the keys do
+        row 0          status line (info, error) and what the keys do (or, after
+                       conn_lost, that any key closes)
         row 1          ----------
         rows 2..R-3    the conversation
         row R-2        ==========
         row R-1        the input line
 
     Use it as a context manager: entering sets the terminal up, leaving always restores it.
-    Once the conversation is over (``conn_lost``) the screen stays for reading, and the next
-    key ends the program.
+    Once the conversation is over (``conn_lost``) the screen stays for reading: the scrolling
+    keys still scroll, and any other key ends the program.
     """
 
     def __init__(self, pubpen: PubPen) -> None:
@@ -736,7 +737,8 @@ class Display:
 
         self.pubpen.subscribe("incoming", self.show_message)
         self.pubpen.subscribe("typed", self.show_typing)
-        # The guide shows all three on the status line with one callback, show_error().
+        # The guide shows error, info and conn_lost on the status line with one callback,
+        # show_error(); here conn_lost has one of its own, as it also changes what keys do.
         self.pubpen.subscribe("error", self.show_status)
         self.pubpen.subscribe("info", self.show_status)
         self.pubpen.subscribe("conn_lost", self.show_end)
@@ -759,9 +761,9 @@ class Display:
             loop = self.pubpen.loop
             # No thread blocked in getch(): the loop watches stdin, so quitting is immediate.
             loop.add_reader(sys.stdin.fileno(), self.read_keys)
-            loop.add_signal_handler(signal.SIGWINCH, self.resize)
             # curses fell back to the terminfo size for a terminal that says 0x0; we do not.
             self.sizeless = 0 in terminal_size()
+            loop.add_signal_handler(signal.SIGWINCH, self.resize)
             # Sizes that change without a SIGWINCH for us: while we were stopped (Ctrl-Z).
             loop.add_signal_handler(signal.SIGCONT, self.resize)
             loop.add_signal_handler(signal.SIGTSTP, self.suspend)
