@@ -109,6 +109,8 @@ MIN_ROWS, MIN_COLS = 5, 20
 TAB_WIDTH = 8
 #: The one line a busy socket says to a third caller before hanging up.
 BUSY_LINE = "talk: busy: someone is already talking on this socket"
+#: The end of every message about a socket that is busy with someone else.
+ANOTHER_CONVERSATION = "use --socket PATH to start another conversation"
 #: How the one line starts that a private call says to anyone but the person called.
 PRIVATE_LINE = "talk: private: "
 #: Lines typed before anyone connected, or while the other side does not read, wait to be
@@ -1139,7 +1141,7 @@ class TalkProtocol(asyncio.Protocol):
                 self.pubpen.publish(
                     "quit",
                     f"{self.dialled} is busy: two people are already talking there; "
-                    "use --socket PATH to start another conversation",
+                    f"{ANOTHER_CONVERSATION}",
                     1,
                 )
                 return
@@ -1460,7 +1462,7 @@ def dial(path: str) -> socket.socket | None:
         owner = user_name(st.st_uid)
         raise TalkError(
             f"{path} is busy: the program listening there ({owner}'s) is not taking calls; "
-            "use --socket PATH to start another conversation"
+            f"{ANOTHER_CONVERSATION}"
         ) from None
     except PermissionError:
         owner = user_name(st.st_uid)
