@@ -1198,7 +1198,11 @@ def peer_credentials(sock: Any) -> tuple[int, int] | None:
 
 def peer_name(sock: Any) -> str:
     """Who is at the other end, from the kernel (SO_PEERCRED), never from what they send."""
-    creds = peer_credentials(sock)
+    return credentials_name(peer_credentials(sock))
+
+
+def credentials_name(creds: tuple[int, int] | None) -> str:
+    """How the status line names the holder of ``creds``: ``alice (pid 10294)``."""
     if creds is None:
         return "someone (identity unknown)"
     pid, uid = creds
@@ -1318,7 +1322,7 @@ class Doorkeeper(asyncio.Protocol):
             door = Refusal(
                 f"{PRIVATE_LINE}this conversation is between {party.me} and {party.login}"
             )
-            who = peer_name(transport.get_extra_info("socket"))
+            who = credentials_name(creds)
             protocol.pubpen.publish("info", f"Turned away {who}; still waiting for {party.login}")
         else:
             board.answered = True
