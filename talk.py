@@ -1652,10 +1652,14 @@ def own_terminal() -> str:
         return ""
 
 
+def talk_command() -> str:
+    """The command that runs this talk.py, for whoever is told how to answer."""
+    return f"python3 {os.path.abspath(__file__)}"
+
+
 def answer_command(party: Party, socket_option: str | None) -> str:
     """What the party types to answer."""
-    here = os.path.abspath(__file__)
-    command = f"python3 {here} {party.me}"
+    command = f"{talk_command()} {party.me}"
     return command if socket_option is None else f"{command} --socket {socket_option}"
 
 
@@ -1797,7 +1801,7 @@ def list_waiting(socket_option: str | None) -> int:
     me = os.getuid()
     shared = socket_option or PATH
     directory = os.path.dirname(os.path.abspath(shared))
-    here = f"python3 {os.path.abspath(__file__)}"
+    here = talk_command()
     live = listening_files()
     lines = []
     try:
