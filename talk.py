@@ -1265,6 +1265,10 @@ class Call:
                 await asyncio.wait_for(self.server.wait_closed(), HANGUP_TIMEOUT)
 
 
+#: How many meeting places a private call has: its path and this many minus one spares.
+MEETING_PLACES = 4
+
+
 class Party:
     """The person a private call is for (``talk.py USER``), and where the two of you meet.
 
@@ -1279,10 +1283,6 @@ class Party:
         self.me = me.pw_name
         self.paths = [base] + [f"{base}.{n}" for n in range(1, MEETING_PLACES)]
         self.answer = ""  # the command that answers the call, for the notice
-
-
-#: How many meeting places a private call has: its path and this many minus one spares.
-MEETING_PLACES = 4
 
 
 def meeting_path(directory: str, uid: int, other: int) -> str:
@@ -1810,9 +1810,11 @@ def list_waiting(socket_option: str | None) -> int:
         names = []
     for name in names:
         match = re.fullmatch(r"talk-(\d+)-(\d+)\.sock(?:\.\d+)?", name)
-        if match is None or me not in (int(match[1]), int(match[2])):
+        if match is None:
             continue
         low, high = int(match[1]), int(match[2])
+        if me not in (low, high):
+            continue
         st = listener_at(os.path.join(directory, name), live)
         if st is None or st.st_uid not in (low, high) or (st.st_uid == me and low != high):
             continue  # stale, a squatter's, or your own call to someone else
