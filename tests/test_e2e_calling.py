@@ -12,7 +12,6 @@ write(1), with a login record for a pty that the test opened.
 
 from __future__ import annotations
 
-import asyncio
 import grp
 import os
 import pty
@@ -21,26 +20,19 @@ import select
 import shlex
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TypedDict
 
 import pytest
 from as_user import as_user, ensure_user, python_for_others, shared_dir, spawn_as
+from login_records import utmp_record, write_utmp
 from terminal import LOGIN, TALK_PY, Spawner, Talk, child_env, conversation, drawn, wait_until
-
-import talk
-from pubmarine import PubPen
 
 DEADLINE = 10.0
 ALICE, BOB, MALLORY = "talk-alice", "talk-bob", "talk-mallory"
-#: glibc's struct utmp on Linux, as talk.py and who(1) read it.
-UTMP_RECORD = struct.Struct("=hxxi32s4s32s256shhiii4i20x")
-USER_PROCESS = 7
 
 People = dict[str, pwd.struct_passwd]  # the people fixture: login -> account
 Squat = Callable[[str], None]  # the squatter fixture: listen at a path as mallory
@@ -64,21 +56,6 @@ def records() -> Iterator[str]:
     directory = shared_dir("talk-records-", 0o777)
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
-
-
-def utmp_record(login: str, line: str, kind: int = USER_PROCESS) -> bytes:
-    """One login record: ``login`` on terminal ``line`` (``pts/3``)."""
-    return UTMP_RECORD.pack(
-        kind, os.getpid(), line.encode(), line[-4:].encode(), login.encode(), b"", 0, 0, 0,
-        int(time.time()), 0, 0, 0, 0, 0,
-    )  # fmt: skip
-
-
-def write_utmp(path: str, *entries: bytes) -> str:
-    with open(path, "wb") as file:
-        file.write(b"".join(entries))
-    os.chmod(path, 0o644)
-    return path
 
 
 # A write(1) that records its arguments and what it reads, and makes noise on its own output.
@@ -531,53 +508,3 @@ def test_list_shows_who_is_waiting_and_how_to_answer(
         f"{MALLORY} is waiting for anyone on {shared}: python3 {talk_py} --socket {shared}",
     ]
     assert alice.child.isalive() and "Waiting" in alice.row(0), "listing disturbed alice"
-
-
-def test_meeting_places_are_the_same_whoever_calls() -> None:
-    assert talk.meeting_path("/var/tmp", 1001, 1000) == "/var/tmp/talk-1000-1001.sock"
-    assert talk.meeting_path("/var/tmp", 1000, 1001) == "/var/tmp/talk-1000-1001.sock"
-
-
-def test_login_records_are_read_as_who_reads_them(tmp_path: Path) -> None:
-    utmp = write_utmp(
-        str(tmp_path / "utmp"),
-        utmp_record("bob", "pts/3"),
-        utmp_record("alice", "pts/4"),
-        utmp_record("bob", "pts/5", kind=8),  # DEAD_PROCESS: logged out
-        utmp_record("bob", "tty2"),
-    )
-    assert talk.logged_in_terminals("bob", utmp) == ["pts/3", "tty2"]
-    assert talk.logged_in_terminals("carol", utmp) == []
-    assert talk.logged_in_terminals("bob", str(tmp_path / "missing")) == []
-
-
-def test_the_party_is_told_again_every_so_often_at_most_ten_times(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async def scenario() -> list[str]:
-        loop = asyncio.get_running_loop()
-        pubpen = PubPen(loop, talk.EVENTS)
-        shown: list[str] = []
-        pubpen.subscribe("info", shown.append)
-        told = []
-
-        async def tell(party: object, notice: str) -> str:
-            told.append(notice)
-            return "told bob on pts/3"
-
-        monkeypatch.setattr(talk, "tell", tell)
-        monkeypatch.setattr(talk, "RING_EVERY", 0.001)
-        me = pwd.getpwuid(os.getuid())
-        party = talk.Party(me, me, "/nonexistent/x.sock")
-        party.answer = "python3 talk.py me"
-        protocol = talk.TalkProtocol(pubpen)
-        await talk.ring(pubpen, party, protocol, [])
-        await pubpen.drain()
-        assert len(told) == 10
-        return shown
-
-    shown = asyncio.run(scenario())
-    assert shown[0] == f"Waiting for {LOGIN}: told bob on pts/3"
-    assert shown[1] == f"Waiting for {LOGIN}: told bob on pts/3 (again: 2 of 10)"
-    assert shown[-1].endswith("(again: 10 of 10)")
-    assert len(shown) == 10
