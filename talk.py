@@ -769,7 +769,7 @@ class Display:
             # Sizes that change without a SIGWINCH for us: while we were stopped (Ctrl-Z).
             loop.add_signal_handler(signal.SIGCONT, self.resize)
             loop.add_signal_handler(signal.SIGTSTP, self.suspend)
-            self.set_terminal_modes(BRACKETED_PASTE_ON)
+            to_terminal(BRACKETED_PASTE_ON)
             # Send what curses has queued to set the terminal up (it turns autowrap on), so
             # that draw() can turn autowrap off before the first screen.
             self.stdscr.refresh()
@@ -793,16 +793,12 @@ class Display:
             curses.echo()
         with contextlib.suppress(curses.error):
             curses.endwin()
-        self.set_terminal_modes(BRACKETED_PASTE_OFF)
-
-    def set_terminal_modes(self, sequence: bytes) -> None:
-        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
-            os.write(sys.stdout.fileno(), sequence)
+        to_terminal(BRACKETED_PASTE_OFF)
 
     def suspend(self) -> None:
         """Ctrl-Z: give the terminal back as the shell had it, stop, and take it again on
         ``fg`` (the size is read again then: the window may have changed meanwhile)."""
-        self.set_terminal_modes(BRACKETED_PASTE_OFF)
+        to_terminal(BRACKETED_PASTE_OFF)
         with contextlib.suppress(curses.error):
             curses.endwin()
         loop = self.pubpen.loop
@@ -811,7 +807,7 @@ class Display:
         # the kernel ignores it, and we simply go on.
         os.kill(os.getpid(), signal.SIGTSTP)
         loop.add_signal_handler(signal.SIGTSTP, self.suspend)
-        self.set_terminal_modes(BRACKETED_PASTE_ON)
+        to_terminal(BRACKETED_PASTE_ON)
         self.stdscr.clearok(True)
         self.resize()
 
@@ -1037,6 +1033,13 @@ def terminal_size() -> tuple[int, int]:
     return size.lines, size.columns
 
 
+def to_terminal(sequence: bytes) -> None:
+    """Send ``sequence`` straight to the terminal, past curses and past C's stdio buffer
+    (curses.putp() writes there, and it is flushed long after curses has sent the screen)."""
+    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+        os.write(sys.stdout.fileno(), sequence)
+
+
 def set_autowrap(on: bool) -> None:
     """Let the terminal carry text at the right margin to the next row, or not.
 
@@ -1048,10 +1051,7 @@ def set_autowrap(on: bool) -> None:
         return
     sequence = curses.tigetstr("smam" if on else "rmam")
     if sequence:
-        # Straight to the terminal: curses.putp() goes through C's stdio buffer, which is
-        # flushed long after curses has sent the screen.
-        with contextlib.suppress(OSError):
-            os.write(sys.stdout.fileno(), sequence)
+        to_terminal(sequence)
 
 
 # ---------------------------------------------------------------------------------------------
