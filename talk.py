@@ -1419,14 +1419,16 @@ async def wait_on(
     if party is None:
         pubpen.publish("info", f"Waiting for someone to connect to {path}")
     else:
-        pubpen.publish("info", f"Waiting for {party.login}{held_note(held)} on {path}")
+        pubpen.publish("info", f"{waiting_for(party, held)} on {path}")
         call.ringing = asyncio.ensure_future(ring(pubpen, party, protocol, held))
     return call
 
 
-def held_note(held: list[str]) -> str:
-    """`` (talk-1-2.sock is held by mallory)``, or nothing if no meeting place was."""
-    return f" ({'; '.join(held)})" if held else ""
+def waiting_for(party: Party, held: list[str]) -> str:
+    """``Waiting for bob``, and which meeting places others hold (`` (talk-1-2.sock is held
+    by mallory)``): how the status line starts while a private call waits."""
+    note = f" ({'; '.join(held)})" if held else ""
+    return f"Waiting for {party.login}{note}"
 
 
 def owner_of(path: str) -> str:
@@ -1717,7 +1719,7 @@ async def ring(pubpen: PubPen, party: Party, protocol: TalkProtocol, held: list[
         if protocol.transport is not None:
             return  # answered meanwhile: the status line says who with
         again = "" if n == 1 else f" (again: {n} of {RING_TIMES})"
-        pubpen.publish("info", f"Waiting for {party.login}{held_note(held)}: {news}{again}")
+        pubpen.publish("info", f"{waiting_for(party, held)}: {news}{again}")
         await asyncio.sleep(RING_EVERY)
 
 
