@@ -9,7 +9,7 @@ Read it top to bottom:
 2. ``Display``: everything curses, a context manager like in the guide;
 3. ``TalkProtocol``: everything socket, an ``asyncio.Protocol`` like in the guide;
 4. socket set-up: connect to someone already waiting, or wait on the socket ourselves;
-   for a private call (``talk.py USER``), telling USER (4b) and listing who waits (4c);
+   for a private call (``talk.py USER``), telling USER (4b); who waits for you (4c, --list);
 5. ``main()``: one ``PubPen`` wired to the two halves, and the exit status.
 
 The halves never call each other: they publish and subscribe to events on the shared
