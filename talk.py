@@ -564,8 +564,9 @@ class Pasted(str):
     """Text that arrived in a bracketed paste: put into the line as it is, never a command."""
 
 
-#: The keys a KeyDecoder names: Alt (Meta) keys, and keys curses knows only by their
-#: terminfo name (``kEND5`` is Ctrl-End, ``kEND3`` Alt-End).
+#: The keys a KeyDecoder names: Alt (Meta) keys (ALT_KEYS, by the key after the ESC), and
+#: Ctrl-End and Alt-End where terminfo lacks their sequences (CSI_KEYS). They get the names
+#: read_keys() gives them where curses knows them by terminfo name: ``kEND5``, ``kEND3``.
 ALT_KEYS: dict[Key, str] = {
     "b": "Alt-b",
     "f": "Alt-f",
