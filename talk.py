@@ -845,8 +845,7 @@ class Display:
             self.stdscr.clearok(True)
             self.resize()  # Ctrl-L also catches a size change nobody told us about
             return
-        rows, cols = self.stdscr.getmaxyx()
-        if rows < MIN_ROWS or cols < MIN_COLS:
+        if self.too_small:
             return  # the input line is not on the screen: keys typed blind do nothing
         if key == curses.KEY_PPAGE:
             self.history.page_up()
@@ -934,6 +933,13 @@ class Display:
             self._redraw_pending = True
             self.pubpen.loop.call_soon(self.draw)
 
+    @property
+    def too_small(self) -> bool:
+        """The layout does not fit (or the terminal says it is 0x0): only a note is drawn,
+        and keys other than Ctrl-L are not acted on."""
+        rows, cols = self.stdscr.getmaxyx()
+        return self.sizeless or rows < MIN_ROWS or cols < MIN_COLS
+
     def draw(self) -> None:
         self._redraw_pending = False
         if not self.on_screen:
@@ -941,7 +947,7 @@ class Display:
         scr = self.stdscr
         scr.erase()
         rows, cols = scr.getmaxyx()
-        if self.sizeless or rows < MIN_ROWS or cols < MIN_COLS:
+        if self.too_small:
             self.draw_too_small(rows, cols)
         else:
             self.put(0, self.status_line(cols))
@@ -2032,7 +2038,7 @@ def main(argv: list[str] | None = None) -> int:
     # The terminal is restored by now (the Display has exited).
     for context in crashes:
         report_crash(context)
-    say(f"talk: {reason}\n")
+    say(f"talk: {printable(reason)}\n")  # names and paths in it are not ours to trust
     return 1 if crashes else status
 
 

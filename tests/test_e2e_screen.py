@@ -281,13 +281,20 @@ def test_window_of_0x0_is_too_small_then_talk_resumes(
     talk.wait_until(lambda t: "too small" in t.row(0), DEADLINE, "a 'too small' note")
     other.send_line("sent while 0x0")
     talk.type("typed while 0x0")
+    # Ctrl-L repaints even now. It comes after those keys: once the repaint of a screen that
+    # something else wiped is seen, talk.py has read them all while it was 0x0.
+    talk.write_from_outside(b"\x1b[H\x1b[2J")
+    talk.wait_until(lambda t: t.text().strip() == "", DEADLINE, "the screen wiped from outside")
+    talk.press("ctrl_l")
+    talk.wait_until(lambda t: "too small" in t.row(0), DEADLINE, "the note painted again")
 
     talk.resize(24, 80)
     talk.wait_until(
-        lambda t: input_row(t) == "typed while 0x0" and last_row(t) == "<you> sent while 0x0",
+        lambda t: last_row(t) == "<you> sent while 0x0" and drawn(t),
         DEADLINE,
         "the conversation back after the resize",
     )
+    assert input_row(talk) == "", "keys typed while the terminal said 0x0 were acted on blind"
     assert_layout(talk, talk.row(0))
     assert talk.row(0).startswith(talking_to(os.getpid())), talk.text()
     assert talk.child.isalive(), "talk.py ended"
