@@ -339,6 +339,16 @@ def unread_by(peer: Peer) -> int:
 # -- every path problem names the way out -------------------------------------------------------
 
 
+def test_a_path_with_control_characters_is_reported_inert(spawn: Spawner, sock_path: str) -> None:
+    # A path can hold any byte but NUL: one that sets the terminal's title must not do so
+    # when talk reports that it cannot use it.
+    path = os.path.join(os.path.dirname(sock_path), "missing\x1b]0;owned\x07", "talk.sock")
+    talk = spawn(path)
+    printed = ended_with_one_line(talk)
+    assert b"\x1b]0;owned" not in talk.raw, "the path's escape sequence reached the terminal"
+    assert "missing^[]0;owned^G" in printed, printed
+
+
 def test_a_missing_directory_names_the_socket_option(spawn: Spawner, sock_path: str) -> None:
     path = os.path.join(os.path.dirname(sock_path), "missing", "talk.sock")
     printed = ended_with_one_line(spawn(path))
