@@ -273,7 +273,7 @@ class Talk:
     @property
     def pid(self) -> int:
         assert self.child.pid is not None
-        return self.child.pid
+        return int(self.child.pid)
 
     def _feed(self, data: bytes) -> None:
         self.raw += data
@@ -453,7 +453,7 @@ class Talk:
     def close_terminal(self) -> None:
         """Close the pty's master side, as closing a terminal window does: the kernel hangs
         up the terminal (SIGHUP) and the program's reads and writes on it fail."""
-        self.child.ptyproc.fileobj.close()  # type: ignore[attr-defined]  # not in the stubs
+        self.child.ptyproc.fileobj.close()
 
     def close(self) -> None:
         """Kill the program if it is still running and release the pty. Safe to call twice."""

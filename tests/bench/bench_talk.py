@@ -122,7 +122,7 @@ class Session:
                 while child.isalive() and time.monotonic() < deadline:
                     time.sleep(0.002)
         with contextlib.suppress(Exception):
-            child.ptyproc.delayafterclose = 0.0  # type: ignore[attr-defined]  # not in the stubs
+            child.ptyproc.delayafterclose = 0.0
             talk.close()
 
     def close(self) -> None:
