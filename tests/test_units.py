@@ -437,13 +437,19 @@ async def test_a_busy_notice_after_the_first_line_is_only_a_line() -> None:
     assert quits == [] and shown == ["hello", talk.BUSY_LINE]
 
 
-@pytest.mark.asyncio
-async def test_a_failed_write_is_an_error_and_ends_the_conversation_with_status_1() -> None:
-    pubpen = PubPen(asyncio.get_running_loop())
+def _record_endings(pubpen: PubPen) -> tuple[list[str], list[tuple[str, int]]]:
+    """Lists that fill with the ``error`` messages and the ``conn_lost`` (reason, status)."""
     errors: list[str] = []
     lost: list[tuple[str, int]] = []
     pubpen.subscribe("error", errors.append)
     pubpen.subscribe("conn_lost", lambda reason, status: lost.append((reason, status)))
+    return errors, lost
+
+
+@pytest.mark.asyncio
+async def test_a_failed_write_is_an_error_and_ends_the_conversation_with_status_1() -> None:
+    pubpen = PubPen(asyncio.get_running_loop())
+    errors, lost = _record_endings(pubpen)
     protocol, theirs = await _connected_pair(pubpen)
     theirs.shutdown(socket.SHUT_RD)  # writing to it now fails with EPIPE
     pubpen.publish("outgoing", "into the void")
@@ -457,10 +463,7 @@ async def test_a_failed_write_is_an_error_and_ends_the_conversation_with_status_
 @pytest.mark.asyncio
 async def test_a_peer_that_hangs_up_ends_the_conversation_with_status_0() -> None:
     pubpen = PubPen(asyncio.get_running_loop())
-    errors: list[str] = []
-    lost: list[tuple[str, int]] = []
-    pubpen.subscribe("error", errors.append)
-    pubpen.subscribe("conn_lost", lambda reason, status: lost.append((reason, status)))
+    errors, lost = _record_endings(pubpen)
     protocol, theirs = await _connected_pair(pubpen)
     theirs.close()
     await asyncio.wait_for(protocol.closed, 5)
