@@ -2,18 +2,24 @@
 """talk: two people on one UNIX machine chat, line by line, over a UNIX socket.
 
 This is the program from the Pubmarine "Getting Started" guide, made robust enough to use.
-Read it top to bottom:
+Read it top to bottom. Part I is the guide's program, ``python3 talk.py``, whole:
 
 1. pure helpers (no curses, no sockets): framing a byte stream into lines, making text safe
    to draw, the line being typed, the wrapped and scrollable history, naming the keys;
 2. ``Display``: everything curses, a context manager like in the guide;
 3. ``TalkProtocol``: everything socket, an ``asyncio.Protocol`` like in the guide;
-4. socket set-up: connect to someone already waiting, or wait on the socket ourselves;
-   for a private call (``talk.py USER``), telling USER (4b); who waits for you (4c, --list);
+4. socket set-up: connect to someone already waiting, or wait on the socket ourselves, at
+   the places a ``Meeting`` names and letting in whom it admits;
 5. ``main()``: one ``PubPen`` wired to the two halves, and the exit status.
 
+Part II is about *whom* you talk to: a call to one person (``talk.py USER``, 6), telling
+them that you call (7), and who is calling you (8, ``--list``). It reaches Part I through one
+seam only: a call is a ``Meeting`` of its own (its places, whom it admits, what a refused
+caller is told, how the person is told), and Part I never asks which kind it was handed.
+
 The halves never call each other: they publish and subscribe to events on the shared
-``PubPen``.
+``PubPen``. Events carry data, not sentences: who is at the other end travels as a ``Peer``,
+and the Display decides how to word it.
 
 ==============  ==========================  ================================================
 event           arguments                   meaning
@@ -24,10 +30,14 @@ event           arguments                   meaning
 ``error``       message                     a problem to show on the status line
 ``info``        message                     news to show on the status line
 ``conn_lost``   reason, exit status         the conversation is over (the peer left or failed)
-``joined``      who                         someone called us while we waited (new: bell)
+``joined``      peer, called us             the other side is there (new: who, and the bell)
 ``quit``        reason, exit status         the program should end (new: ``.``, signals)
 ==============  ==========================  ================================================
 """
+
+# =============================================================================================
+# Part I: the guide's program
+# =============================================================================================
 
 from __future__ import annotations
 
@@ -63,7 +73,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, Union, cast
+from typing import Any, NamedTuple, Union, cast
 
 
 def use_own_pubmarine() -> None:
@@ -96,30 +106,6 @@ EVENTS = ("typed", "outgoing", "incoming", "error", "info", "conn_lost", "joined
 MYSELF = "<myself>"
 YOU = "<you>"
 
-#: One line on the wire is at most this many bytes; the rest of a longer one is dropped.
-MAX_LINE_BYTES = 64 * 1024
-CUT_MARK = " [line cut]"
-#: How many messages the conversation keeps for scrolling back, and how many characters
-#: at most (so 5000 maximal lines from a hostile peer cannot take gigabytes).
-HISTORY_LENGTH = 5000
-HISTORY_CHARS = 4_000_000
-#: The smallest terminal the layout fits in: status, rule, one line of talk, rule, input.
-MIN_ROWS, MIN_COLS = 5, 20
-#: Tab stops every this many columns, for a tab typed or pasted into the input line.
-TAB_WIDTH = 8
-#: The one line a busy socket says to a third caller before hanging up.
-BUSY_LINE = "talk: busy: someone is already talking on this socket"
-#: The end of every message about a socket that is busy with someone else.
-ANOTHER_CONVERSATION = "use --socket PATH to start another conversation"
-#: How the one line starts that a private call says to anyone but the person called.
-PRIVATE_LINE = "talk: private: "
-#: Lines typed before anyone connected, or while the other side does not read, wait to be
-#: sent: at most this many bytes of them (asyncio buffers 64 KiB more, the kernel some
-#: 200 KiB). A line that does not fit is not sent, and the status line says so.
-MAX_UNSENT_BYTES = 256 * 1024
-#: How long to let unsent lines drain when hanging up.
-HANGUP_TIMEOUT = 0.4
-
 Key = Union[str, int]
 
 
@@ -130,6 +116,10 @@ class TalkError(Exception):
 # ---------------------------------------------------------------------------------------------
 # 1. Pure helpers
 # ---------------------------------------------------------------------------------------------
+
+#: One line on the wire is at most this many bytes; the rest of a longer one is dropped.
+MAX_LINE_BYTES = 64 * 1024
+CUT_MARK = " [line cut]"
 
 
 class LineDecoder:
@@ -314,6 +304,10 @@ def wrap(text: str, width: int, indent: int = 0) -> list[str]:
     return rows[:1] + [" " * indent + row for row in rows[1:]]
 
 
+#: Tab stops every this many columns, for a tab typed or pasted into the input line.
+TAB_WIDTH = 8
+
+
 class InputLine:
     """The line being typed, with the editing keys a shell user expects.
 
@@ -429,6 +423,12 @@ class InputLine:
         return clip(text, width), before
 
 
+#: How many messages the conversation keeps for scrolling back, and how many characters
+#: at most (so 5000 maximal lines from a hostile peer cannot take gigabytes).
+HISTORY_LENGTH = 5000
+HISTORY_CHARS = 4_000_000
+
+
 class Message:
     """One line of the conversation, as shown: who said it and the (printable) text."""
 
@@ -522,12 +522,9 @@ class History:
         have = len(self._newest_rows(scroll + self.height))
         return max(0, min(scroll, have - self.height))
 
-    def window(self) -> list[str]:
-        """The rows to show in the conversation area, oldest first."""
-        return [row for _who, row in self.window_with_speakers()]
-
-    def window_with_speakers(self) -> list[tuple[str, str]]:
-        """The rows of window(), each with who said it (``<myself>`` or ``<you>``)."""
+    def window(self) -> list[tuple[str, str]]:
+        """The rows to show in the conversation area, oldest first, each with who said it
+        (``<myself>`` or ``<you>``)."""
         rows = self._newest_rows(self.height + self.scroll)
         end = len(rows) - self.scroll
         return rows[max(0, end - self.height) : end]
@@ -560,19 +557,38 @@ def first_that_fits(candidates: Iterable[str], width: int) -> str:
     return clip(text, width)
 
 
+class Peer(NamedTuple):
+    """Who is at the other end, as the kernel tells it, never as they say: their login name
+    (``uid N`` for a uid without one, empty where the system cannot say), the pid of their
+    program, and how they came (``socket``: straight to our UNIX socket)."""
+
+    login: str
+    pid: int
+    via: str = "socket"
+
+    def __str__(self) -> str:
+        """``alice (pid 10294)``: the peer named in full."""
+        return f"{self.name} (pid {self.pid})" if self.login else "someone (identity unknown)"
+
+    @property
+    def name(self) -> str:
+        """The login name alone: the part of a status line that is never shortened."""
+        return printable(self.login) if self.login else "someone"
+
+
 class Pasted(str):
     """Text that arrived in a bracketed paste: put into the line as it is, never a command."""
 
 
+#: What the Backspace key sends, by terminal: curses' name for it, DEL, or Ctrl-H.
+BACKSPACE_KEYS: tuple[Key, ...] = (curses.KEY_BACKSPACE, "\x7f", "\x08")
 #: The keys a KeyDecoder names: Alt (Meta) keys (ALT_KEYS, by the key after the ESC), and
 #: Ctrl-End and Alt-End where terminfo lacks their sequences (CSI_KEYS). They get the names
 #: read_keys() gives them where curses knows them by terminfo name: ``kEND5``, ``kEND3``.
 ALT_KEYS: dict[Key, str] = {
     "b": "Alt-b",
     "f": "Alt-f",
-    "\x7f": "Alt-Backspace",
-    "\x08": "Alt-Backspace",
-    curses.KEY_BACKSPACE: "Alt-Backspace",
+    **dict.fromkeys(BACKSPACE_KEYS, "Alt-Backspace"),
 }
 CSI_KEYS = {"[1;5F": "kEND5", "[1;3F": "kEND3"}
 ESC = "\x1b"
@@ -669,35 +685,108 @@ class KeyDecoder:
 # 2. The display: everything that touches curses
 # ---------------------------------------------------------------------------------------------
 
-ENTER_KEYS = ("\n", "\r", curses.KEY_ENTER)
-BACKSPACE_KEYS = (curses.KEY_BACKSPACE, "\x7f", "\x08")
-#: Editing keys and what they do to the InputLine.
-EDIT_KEYS = {
-    curses.KEY_DC: InputLine.delete,
-    curses.KEY_LEFT: InputLine.left,
-    curses.KEY_RIGHT: InputLine.right,
-    curses.KEY_HOME: InputLine.home,
-    "\x01": InputLine.home,  # Ctrl-A
-    curses.KEY_END: InputLine.end,
-    "\x05": InputLine.end,  # Ctrl-E
-    "\x15": InputLine.clear,  # Ctrl-U
-    "\x17": InputLine.delete_word,  # Ctrl-W
-    "Alt-b": InputLine.word_left,
-    "Alt-f": InputLine.word_right,
-    "Alt-Backspace": InputLine.delete_word,
-    "\t": InputLine.tab,
-}
-for _key in BACKSPACE_KEYS:
-    EDIT_KEYS[_key] = InputLine.backspace
-#: Back to the newest messages, however far back the view is: Ctrl-End, or Alt-End.
-NEWEST_KEYS = ("kEND5", "kEND3")
+#: What a key does: something to the Display (its input line, its history, the screen).
+Action = Callable[["Display"], None]
+
+
+def edit(method: Callable[[InputLine], None]) -> Action:
+    """The action of a key that edits the line being typed."""
+    return lambda display: method(display.input)
+
+
+def look(method: Callable[[History], None]) -> Action:
+    """The action of a key that moves through the conversation."""
+    return lambda display: method(display.history)
+
+
+class KeyRow(NamedTuple):
+    """One row of the key table: the keys as the help names them, what they do, and the
+    action of each key. ``works`` says when: ``typing``, while the conversation runs;
+    ``reading``, after it is over too; ``always``, even while the terminal is too small."""
+
+    keys: str
+    does: str
+    actions: dict[Key, Action]
+    works: str = "typing"
+
+
+ENTER_KEYS: tuple[Key, ...] = ("\n", "\r", curses.KEY_ENTER)
+#: Every key talk acts on. The Display acts on keys by this table, and ``--help`` (and the
+#: README's table of keys, checked by a test) are made from it, so they cannot disagree.
+#: Rows without actions are keys handled elsewhere: ``.`` by send_line(), Ctrl-C by the
+#: signal it sends. A character not in the table is typed into the line.
+KEYS = (
+    KeyRow(
+        "Enter",
+        "send the line (an empty line sends nothing)",
+        dict.fromkeys(ENTER_KEYS, lambda display: display.send_line()),
+    ),
+    KeyRow(". alone on a line, then Enter", "quit (the . is not sent)", {}),
+    KeyRow(
+        "Backspace, Ctrl-H",
+        "delete the character before the cursor",
+        dict.fromkeys(BACKSPACE_KEYS, edit(InputLine.backspace)),
+    ),
+    KeyRow(
+        "Delete", "delete the character under the cursor", {curses.KEY_DC: edit(InputLine.delete)}
+    ),
+    KeyRow(
+        "Left, Right, Home, End, Ctrl-A, Ctrl-E",
+        "move in the line (a long line scrolls sideways)",
+        {
+            curses.KEY_LEFT: edit(InputLine.left),
+            curses.KEY_RIGHT: edit(InputLine.right),
+            curses.KEY_HOME: edit(InputLine.home),
+            curses.KEY_END: edit(InputLine.end),
+            "\x01": edit(InputLine.home),
+            "\x05": edit(InputLine.end),
+        },
+    ),
+    KeyRow(
+        "Alt-b, Alt-f",
+        "move a word left, right",
+        {"Alt-b": edit(InputLine.word_left), "Alt-f": edit(InputLine.word_right)},
+    ),
+    KeyRow("Ctrl-U", "clear the line", {"\x15": edit(InputLine.clear)}),
+    KeyRow(
+        "Ctrl-W, Alt-Backspace",
+        "delete the word before the cursor",
+        dict.fromkeys(("\x17", "Alt-Backspace"), edit(InputLine.delete_word)),
+    ),
+    KeyRow(
+        "Tab",
+        f"type spaces up to the next tab stop (every {TAB_WIDTH} columns)",
+        {"\t": edit(InputLine.tab)},
+    ),
+    KeyRow(
+        "PageUp, PageDown",
+        f"scroll back through the conversation (the last {HISTORY_LENGTH} messages); the "
+        "bottom rule says 3 new below (or more below) until you are back",
+        {curses.KEY_PPAGE: look(History.page_up), curses.KEY_NPAGE: look(History.page_down)},
+        "reading",
+    ),
+    KeyRow(
+        "Ctrl-End (or Alt-End)",
+        "jump back to the newest messages; sending a line does too",
+        dict.fromkeys(("kEND5", "kEND3"), look(History.newest)),  # named by read_keys()
+        "reading",
+    ),
+    KeyRow(
+        "Ctrl-L",
+        "repaint the screen and read the terminal's size again (for when no resize signal came)",
+        dict.fromkeys(("\x0c", curses.KEY_RESIZE), lambda display: display.repaint()),
+        "always",
+    ),
+    KeyRow("Ctrl-C", "quit", {}),
+)
+#: Each key of the table, with when it works and what it does.
+KEY_ACTIONS = {key: (row.works, action) for row in KEYS for key, action in row.actions.items()}
 #: What the status line adds about the keys, long and short: while the conversation runs,
 #: and once it is over.
 QUIT_HINTS = ("type . alone on a line to quit", "type . to quit")
 CLOSE_HINTS = ("press any key to close", "any key closes")
-#: How a status line that does not fit is shortened, one step after another, before it is
-#: cut: the pid goes first, then the words around the login name, which stays whole.
-STATUS_SHORTENINGS = (re.compile(r" \(pid \d+\)"), re.compile(r"^Talking to "))
+#: The smallest terminal the layout fits in: status, rule, one line of talk, rule, input.
+MIN_ROWS, MIN_COLS = 5, 20
 #: Terminal modes: bracketed paste marks pasted text, so that it is never taken as keys.
 BRACKETED_PASTE_ON = b"\x1b[?2004h"
 BRACKETED_PASTE_OFF = b"\x1b[?2004l"
@@ -713,8 +802,8 @@ class Display:
 
     Layout, as in the guide::
 
-        row 0          status line (info, error) and what the keys do (or, after
-                       conn_lost, that any key closes)
+        row 0          status line (info, error, who we talk to) and what the keys do (or,
+                       after conn_lost, that any key closes)
         row 1          ----------
         rows 2..R-3    the conversation
         row R-2        ==========
@@ -729,7 +818,9 @@ class Display:
         self.pubpen = pubpen
         self.history = History()
         self.input = InputLine()
-        self.status = ""
+        #: The status line's news, fullest first, then ever shorter ways to say the same.
+        self.status: tuple[str, ...] = ()
+        self.peer: Peer | None = None  # who is at the other end, once someone is
         self.keys = KeyDecoder()
         self.ending: tuple[str, int] | None = None  # why the conversation ended, exit status
         self.on_screen = False  # between __enter__ and __exit__: curses owns the terminal
@@ -745,7 +836,7 @@ class Display:
         self.pubpen.subscribe("error", self.show_status)
         self.pubpen.subscribe("info", self.show_status)
         self.pubpen.subscribe("conn_lost", self.show_end)
-        self.pubpen.subscribe("joined", self.ring)
+        self.pubpen.subscribe("joined", self.show_peer)
 
     def __enter__(self) -> Display:
         os.environ.setdefault("ESCDELAY", "25")  # a lone Esc should not stall the keyboard
@@ -840,28 +931,19 @@ class Display:
             self.pubpen.publish("quit", "the terminal went away", 1)
 
     def show_typing(self, key: Key) -> None:
-        """Handle one key: edit the input line, send it, quit, or scroll the conversation."""
-        if key in ("\x0c", curses.KEY_RESIZE):  # Ctrl-L: repaint everything
-            self.stdscr.clearok(True)
-            self.resize()  # Ctrl-L also catches a size change nobody told us about
-            return
-        if self.too_small:
+        """Handle one key: do what the key table says, or type the character into the line."""
+        # Pasted text is text, whatever it spells: it is never looked up as a key.
+        bound = None if isinstance(key, Pasted) else KEY_ACTIONS.get(key)
+        works, action = bound or ("typing", None)
+        if self.too_small and works != "always":
             return  # the input line is not on the screen: keys typed blind do nothing
-        if key == curses.KEY_PPAGE:
-            self.history.page_up()
-        elif key == curses.KEY_NPAGE:
-            self.history.page_down()
-        elif key in NEWEST_KEYS:
-            self.history.newest()
-        elif self.ending is not None:
+        if self.ending is not None and works == "typing":
             self.pubpen.publish("quit", *self.ending)  # the conversation was over: any key ends
             return
+        if action is not None:
+            action(self)
         elif isinstance(key, Pasted):
             self.paste(key)
-        elif key in ENTER_KEYS:
-            self.send_line()
-        elif key in EDIT_KEYS:
-            EDIT_KEYS[key](self.input)
         elif isinstance(key, str) and len(key) == 1 and unicodedata.category(key) != "Cc":
             self.input.insert(key)  # anything but a control key; view() spells it if need be
         else:
@@ -888,6 +970,11 @@ class Display:
             self.history.newest()  # whoever sends wants to see the line go, not old ones
             self.show_message(line, MYSELF)
 
+    def repaint(self) -> None:
+        """Ctrl-L: draw everything anew, and catch a size change nobody told us about."""
+        self.stdscr.clearok(True)
+        self.resize()
+
     # -- event callbacks ----------------------------------------------------------------------
 
     def show_message(self, message: str, user: str) -> None:
@@ -897,17 +984,23 @@ class Display:
 
     def show_status(self, message: object, *_: object) -> None:
         """Show news (``info``) or a problem (``error``) on the status line."""
-        self.status = printable(str(message))
+        self.status = (printable(str(message)),)
+        self.redraw()
+
+    def show_peer(self, peer: Peer, called_us: bool) -> None:
+        """The other side is there: say who it is, and ring the bell if they called us (the
+        talk was waiting for them), as talk(1) rings for a call."""
+        self.peer = peer
+        # Shorter and shorter: the pid goes first, then the words around the login name.
+        self.status = (f"Talking to {peer}", f"Talking to {peer.name}", peer.name)
+        self._bell = self._bell or called_us
         self.redraw()
 
     def show_end(self, reason: str, status: int) -> None:
         """The conversation is over: keep it on the screen until a key is pressed."""
         self.ending = (reason, status)
-        self.redraw()
-
-    def ring(self, *_: object) -> None:
-        """Someone joined the talk we were waiting in: ring the bell, as talk(1) does."""
-        self._bell = True
+        if status == 0 and self.peer is not None:  # they left; an error says so itself
+            self.status = (f"{self.peer} left", f"{self.peer.name} left")
         self.redraw()
 
     def resize(self) -> None:
@@ -953,7 +1046,7 @@ class Display:
             self.put(0, self.status_line(cols))
             self.put(1, "-" * (cols - 1))
             self.history.resize(cols, rows - 4)
-            for y, (who, line) in enumerate(self.history.window_with_speakers(), start=2):
+            for y, (who, line) in enumerate(self.history.window(), start=2):
                 # Your own lines are bold, and nothing else ever is: a peer can make its text
                 # look like anything but that.
                 self.put(y, line, curses.A_BOLD if who == MYSELF else curses.A_NORMAL)
@@ -978,10 +1071,8 @@ class Display:
         hints = CLOSE_HINTS if self.ending else QUIT_HINTS
         if not self.status:
             return first_that_fits(hints, width)
-        shorter = [self.status]
-        for pattern in STATUS_SHORTENINGS:
-            shorter.append(pattern.sub("", shorter[-1], count=1))
-        return first_that_fits([*(f"{self.status} - {hint}" for hint in hints), *shorter], width)
+        news = self.status[0]
+        return first_that_fits([*(f"{news} - {hint}" for hint in hints), *self.status], width)
 
     def rule(self, width: int) -> str:
         """The rule above the input line; while reading back it says what is below."""
@@ -1065,6 +1156,13 @@ def set_autowrap(on: bool) -> None:
 # 3. The network: everything that touches the socket
 # ---------------------------------------------------------------------------------------------
 
+#: Lines typed before anyone connected, or while the other side does not read, wait to be
+#: sent: at most this many bytes of them (asyncio buffers 64 KiB more, the kernel some
+#: 200 KiB). A line that does not fit is not sent, and the status line says so.
+MAX_UNSENT_BYTES = 256 * 1024
+#: The end of every message about a socket that is busy with someone else.
+ANOTHER_CONVERSATION = "use --socket PATH to start another conversation"
+
 
 class TalkProtocol(asyncio.Protocol):
     """Our end of the conversation: lines on the socket in, events on the PubPen out.
@@ -1075,10 +1173,10 @@ class TalkProtocol(asyncio.Protocol):
 
     def __init__(self, pubpen: PubPen, *, dialled: str = "") -> None:
         self.pubpen = pubpen
-        self.dialled = dialled  # the path we called, if we did: it may answer that it is busy
-        self.first_line = True  # only the first line can be that busy notice
+        self.dialled = dialled  # the path we called, if we did: it may answer with a Refusal
+        self.first_line = True  # only the first line can be a refusal
         self.transport: asyncio.Transport | None = None
-        self.peer = ""  # who is at the other end, once connected
+        self.peer: Peer | None = None  # who is at the other end, once connected
         self.decoder = LineDecoder()
         self.unsent: deque[bytes] = deque()  # lines that wait for a transport with room
         self.unsent_bytes = 0
@@ -1130,31 +1228,25 @@ class TalkProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.peer = peer_name(transport.get_extra_info("socket"))
-        self.pubpen.publish("info", f"Talking to {self.peer}")
-        if not self.dialled:
-            self.pubpen.publish("joined", self.peer)
+        self.peer = peer_of(peer_credentials(transport.get_extra_info("socket")))
+        self.pubpen.publish("joined", self.peer, not self.dialled)
         self.send_unsent()
 
     def data_received(self, data: bytes) -> None:
-        self.show_lines(self.decoder.feed(data))
+        self.publish_lines(self.decoder.feed(data))
 
     def eof_received(self) -> None:
-        self.show_lines(self.decoder.finish())
+        self.publish_lines(self.decoder.finish())
 
-    def show_lines(self, lines: list[str]) -> None:
+    def publish_lines(self, lines: list[str]) -> None:
+        """Each line for the conversation; but the first line from a talk we called may say
+        that it will not talk to us, which ends the program."""
         for line in lines:
-            if self.first_line and self.dialled and line == BUSY_LINE:
-                self.pubpen.publish(
-                    "quit",
-                    f"{self.dialled} is busy: two people are already talking there; "
-                    f"{ANOTHER_CONVERSATION}",
-                    1,
-                )
-                return
-            if self.first_line and self.dialled and line.startswith(PRIVATE_LINE):
-                private = printable(line[len(PRIVATE_LINE) :])
-                self.pubpen.publish("quit", f"{self.dialled} is private: {private}", 1)
+            refused = (
+                Refusal.heard(line, self.dialled) if self.first_line and self.dialled else None
+            )
+            if refused is not None:
+                self.pubpen.publish("quit", refused, 1)
                 return
             self.first_line = False
             self.pubpen.publish("incoming", line, YOU)
@@ -1164,7 +1256,6 @@ class TalkProtocol(asyncio.Protocol):
         # only for datagram sockets. On a stream, a failed read or write ends the
         # connection and arrives here.
         if exc is None:
-            self.pubpen.publish("info", f"{self.peer} left")
             self.pubpen.publish("conn_lost", "the other side closed the connection", 0)
         else:
             self.pubpen.publish("error", f"connection failed: {exc}")
@@ -1181,7 +1272,14 @@ class TalkProtocol(asyncio.Protocol):
 
 
 class Refusal(asyncio.Protocol):
-    """What a caller who may not join gets: one line saying why, then the line goes dead."""
+    """What a caller who may not join gets: one line saying why, then the line goes dead.
+
+    The line is ``talk: busy: ...`` (two are already talking) or ``talk: private: ...``
+    (the talk waits for someone else). A talk that called reads it back with heard().
+    """
+
+    BUSY = "talk: busy: someone is already talking on this socket"
+    PRIVATE = "talk: private: "
 
     def __init__(self, line: str) -> None:
         self.line = line
@@ -1191,56 +1289,122 @@ class Refusal(asyncio.Protocol):
         transport.write(self.line.encode() + b"\n")
         transport.close()
 
+    @classmethod
+    def heard(cls, line: str, place: str) -> str | None:
+        """Why the talk at ``place`` turned us away, if ``line`` is its refusal; else None."""
+        if line == cls.BUSY:
+            return f"{place} is busy: two people are already talking there; {ANOTHER_CONVERSATION}"
+        if line.startswith(cls.PRIVATE):
+            return f"{place} is private: {printable(line[len(cls.PRIVATE) :])}"
+        return None
 
-def peer_credentials(sock: Any) -> tuple[int, int] | None:
-    """(pid, uid) of the process at the other end, from the kernel (SO_PEERCRED); None
-    where the system cannot say."""
+
+class Credentials(NamedTuple):
+    """Who runs the program at the other end of a UNIX socket, from the kernel."""
+
+    pid: int
+    uid: int
+
+
+def peer_credentials(sock: Any) -> Credentials | None:
+    """The credentials of the other end (SO_PEERCRED); None where the system cannot say."""
     try:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except (AttributeError, OSError):
         return None
     pid, uid, _gid = struct.unpack("3i", creds)
-    return pid, uid
+    return Credentials(pid, uid)
 
 
-def peer_name(sock: Any) -> str:
-    """Who is at the other end, from the kernel (SO_PEERCRED), never from what they send."""
-    return credentials_name(peer_credentials(sock))
-
-
-def credentials_name(creds: tuple[int, int] | None) -> str:
-    """How the status line names the holder of ``creds``: ``alice (pid 10294)``."""
+def peer_of(creds: Credentials | None) -> Peer:
+    """The Peer that ``creds`` name: the login name of their uid, and their pid."""
     if creds is None:
-        return "someone (identity unknown)"
-    pid, uid = creds
-    return f"{printable(user_name(uid))} (pid {pid})"
+        return Peer("", 0)
+    return Peer(user_name(creds.uid), creds.pid)
+
+
+def user_name(uid: int) -> str:
+    """The login name of ``uid``, or ``uid N`` if it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 # ---------------------------------------------------------------------------------------------
 # 4. Socket set-up: call whoever waits on the socket, or wait there ourselves
 # ---------------------------------------------------------------------------------------------
 
+#: How many times set-up looks at the places again after one changed under it (another talk
+#: set up there at the same instant). A look takes microseconds, so only someone who keeps
+#: changing the path on purpose can use them all up; nothing in set-up waits.
+SETUP_ROUNDS = 20
+#: The end of every message about a path talk cannot use.
+WAY_OUT = "use --socket PATH to choose another path"
+#: How long to let unsent lines drain when hanging up.
+HANGUP_TIMEOUT = 0.4
 #: What identifies one socket file, so that talk never removes a file it did not mean to:
 #: (device, inode, modification time). The time tells apart a new file that got the inode
 #: number of a removed one.
 FileId = tuple[int, int, int]
 
 
-def file_id(st: os.stat_result) -> FileId:
-    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+class Held(NamedTuple):
+    """A place set-up could not use: whose it is, and the problem with it, if talk found
+    one (otherwise someone listens there whom the Meeting does not admit)."""
+
+    place: str
+    holder: str
+    problem: TalkError | None = None
 
 
-def is_file(path: str, wanted: FileId) -> bool:
-    """Whether ``path`` (not following a link) is still the file ``wanted``."""
-    try:
-        return file_id(os.lstat(path)) == wanted
-    except OSError:
-        return False
+class Meeting:
+    """Where to meet and whom to let in: all that set-up asks about a conversation.
+
+    This one is the guide's: the one shared socket, where the first to come waits and anyone
+    may join. A call to one person (Part II) is a Meeting of its own, with places, a rule
+    and a way of telling the person; set-up never asks which kind it was handed.
+    """
+
+    def __init__(self, path: str) -> None:
+        #: Where to meet, in order: set-up calls the first where an admitted talk waits,
+        #: and otherwise waits at the first place that is free.
+        self.places = [path]
+
+    def admits(self, creds: Credentials | None) -> bool:
+        """Whether we talk to the program at the other end (one that calls us, or one that
+        we call), named by the kernel."""
+        return True
+
+    def refusal(self) -> str:
+        """The one line for a caller it does not admit."""
+        return Refusal.BUSY
+
+    def turned_away(self, peer: Peer) -> str:
+        """News for the status line: ``peer`` called and was not let in."""
+        return f"Turned away {peer}"
+
+    def nowhere(self, held: list[Held]) -> TalkError:
+        """The error when no place is free: here, what is wrong with the one path."""
+        return held[0].problem or path_error(f"{held[0].place} is held by {held[0].holder}")
+
+    def waiting(self, place: str, held: list[Held]) -> str:
+        """News for the status line: we wait at ``place`` (the others are ``held``)."""
+        return f"Waiting for someone to connect to {place}"
+
+    async def announce(self, pubpen: PubPen, place: str, held: list[Held]) -> None:
+        """Tell whoever should know that we wait at ``place``; on the shared socket, nobody.
+        Cancelled once someone joins, or when talk ends."""
+
+
+def path_error(message: str) -> TalkError:
+    return TalkError(f"{message}; {WAY_OUT}")
 
 
 class Call:
     """One call, from set-up to hang-up: our protocol and, for the side that waited for the
-    other, its server and the socket file it created. Hanging up is its job alone."""
+    other, its server, the socket file it created and the task that tells the person it
+    waits for. Hanging up is its job alone."""
 
     def __init__(
         self,
@@ -1253,12 +1417,16 @@ class Call:
         self.server = server
         self.path = path
         self.identity = identity  # the socket file we created
-        self.ringing: asyncio.Future[None] | None = None  # telling the party we call
+        self.telling: asyncio.Future[None] | None = None  # Meeting.announce(), while we wait
+
+    def stop_telling(self, *_: object) -> None:
+        """Someone joined (or we hang up): nobody needs telling any more, not even once."""
+        if self.telling is not None:
+            self.telling.cancel()
 
     async def hang_up(self) -> None:
         """Remove our socket file, stop listening, and let what we wrote go out."""
-        if self.ringing is not None:
-            self.ringing.cancel()
+        self.stop_telling()
         if self.server is not None:
             remove_own_socket(self.path, self.identity)
             self.server.close()
@@ -1272,123 +1440,64 @@ class Call:
                 await asyncio.wait_for(self.server.wait_closed(), HANGUP_TIMEOUT)
 
 
-#: How many meeting places a private call has: its path and this many minus one spares.
-MEETING_PLACES = 4
-
-
-class Party:
-    """The person a private call is for (``talk.py USER``), and where the two of you meet.
-
-    Both sides derive the same short list of meeting places from the two uids, in the same
-    order, so a stale socket or a path that someone else squats does not stop them: each
-    side skips it and both end up at the same next one.
-    """
-
-    def __init__(self, user: pwd.struct_passwd, me: pwd.struct_passwd, base: str) -> None:
-        self.login = user.pw_name
-        self.uid = user.pw_uid
-        self.me = me.pw_name
-        self.paths = [base] + [f"{base}.{n}" for n in range(1, MEETING_PLACES)]
-        self.answer = ""  # the command that answers the call, for the notice
-
-
-def meeting_path(directory: str, uid: int, other: int) -> str:
-    """Where ``uid`` and ``other`` meet for a private call, whichever of them calls."""
-    low, high = sorted((uid, other))
-    return os.path.join(directory, f"talk-{low}-{high}.sock")
-
-
-class Switchboard:
-    """The server's protocol factory: every caller first meets a Doorkeeper."""
-
-    def __init__(self, protocol: TalkProtocol, party: Party | None = None) -> None:
-        self.protocol = protocol
-        self.party = party
-        self.answered = False
-
-    def __call__(self) -> asyncio.Protocol:
-        return Doorkeeper(self)
-
-
 class Doorkeeper(asyncio.Protocol):
-    """Lets the first caller who may join through to the conversation and turns everyone
-    else away with one line: later callers are told the socket is busy, and on a private
-    call anyone but the person called is told it is private. Whoever is waiting sees only a
-    note on the status line; the two who are talking notice nothing."""
+    """Meets every caller at the server: lets the first one the Meeting admits through to
+    the conversation and turns everyone else away with one line (a Refusal). Whoever is
+    waiting sees only a note on the status line; the two who are talking notice nothing."""
 
-    def __init__(self, switchboard: Switchboard) -> None:
-        self.switchboard = switchboard
+    def __init__(self, meeting: Meeting, protocol: TalkProtocol) -> None:
+        self.meeting = meeting
+        self.protocol = protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        board, protocol = self.switchboard, self.switchboard.protocol
         creds = peer_credentials(transport.get_extra_info("socket"))
-        if board.answered:
-            door: asyncio.Protocol = Refusal(BUSY_LINE)
-        elif board.party is not None and (creds is None or creds[1] != board.party.uid):
-            party = board.party
-            door = Refusal(
-                f"{PRIVATE_LINE}this conversation is between {party.me} and {party.login}"
-            )
-            who = credentials_name(creds)
-            protocol.pubpen.publish("info", f"Turned away {who}; still waiting for {party.login}")
+        door: asyncio.Protocol
+        if self.protocol.transport is not None:  # someone is already talking with us
+            door = Refusal(Refusal.BUSY)
+        elif not self.meeting.admits(creds):
+            door = Refusal(self.meeting.refusal())
+            self.protocol.pubpen.publish("info", self.meeting.turned_away(peer_of(creds)))
         else:
-            board.answered = True
-            door = protocol
+            door = self.protocol
         transport.set_protocol(door)
         door.connection_made(transport)
 
 
-#: How many times set-up looks at the path again after it changed under it (another talk
-#: set up there at the same instant). A look takes microseconds, so only someone who keeps
-#: changing the path on purpose can use them all up; nothing in set-up waits.
-SETUP_ROUNDS = 20
-#: The end of every message about a path talk cannot use.
-WAY_OUT = "use --socket PATH to choose another path"
+async def connect_or_wait(pubpen: PubPen, meeting: Meeting) -> Call:
+    """Connect to whoever waits at the meeting's places; if nobody does, wait there.
 
-
-def path_error(message: str) -> TalkError:
-    return TalkError(f"{message}; {WAY_OUT}")
-
-
-async def connect_or_wait(pubpen: PubPen, path: str, party: Party | None = None) -> Call:
-    """Connect to whoever waits on ``path``; if nobody does, wait there for someone.
-
-    There is no lock that a stranger could hold: a socket appears at ``path`` only once it
+    There is no lock that a stranger could hold: a socket appears at a place only once it
     is already listening (it is made under a private name and linked into place, which
     fails if the path is taken). So two talks that arrive at the same instant cannot both
     end up waiting: the one that loses the race to create the socket finds the other's
     there on its next look, and a socket that refuses a call is stale, never one that is
     still being set up.
 
-    A private call (``party``) does the same over the party's meeting places, in order:
-    it calls the first where the party is listening, skips those held by anyone else, and
-    otherwise waits at the first free one for the party alone.
+    The places are tried in order: the first where a talk the meeting admits is listening
+    is called; places held by anyone else, or that talk cannot use, are skipped (and named
+    on the status line); otherwise we wait at the first free one.
     """
-    places = [path] if party is None else party.paths
-    for place in places:
+    for place in meeting.places:
         if not place or "\0" in place:
             raise path_error(f"{place!r} is not a usable socket path")
     loop = pubpen.loop
     for _ in range(SETUP_ROUNDS):
         # Try the client side first, as in the guide.
         free: list[str] = []
-        held: list[str] = []  # who holds the places we may not use, for the status line
-        for place in places:
+        held: list[Held] = []
+        for place in meeting.places:
             try:
                 sock = dial(place)
-            except TalkError:
-                if party is None:
-                    raise
-                held.append(f"{os.path.basename(place)} is held by {owner_of(place)}")
+            except TalkError as e:
+                held.append(Held(place, owner_of(place), e))
                 continue
             if sock is None:
                 free.append(place)
                 continue
             holder = peer_credentials(sock)
-            if party is not None and (holder is None or holder[1] != party.uid):
+            if not meeting.admits(holder):
                 sock.close()
-                someone = "someone" if holder is None else user_name(holder[1])
-                held.append(f"{os.path.basename(place)} is held by {someone}")
+                held.append(Held(place, "someone" if holder is None else user_name(holder.uid)))
                 continue
             _transport, protocol = await loop.create_unix_connection(
                 partial(TalkProtocol, pubpen, dialled=place), sock=sock
@@ -1397,45 +1506,49 @@ async def connect_or_wait(pubpen: PubPen, path: str, party: Party | None = None)
             return Call(protocol)
         # Nobody is there: we answer, unless another talk just got there first.
         if not free:
-            assert party is not None  # one place: dial() either raised or left it free
-            raise path_error(f"no free place to meet {party.login}: " + "; ".join(held))
+            raise meeting.nowhere(held)
         listening = listen_on(free[0])
         if listening is not None:
-            return await wait_on(pubpen, free[0], listening, party, held)
-    raise path_error(f"{path} keeps changing while talk sets up")
+            return await wait_on(pubpen, meeting, free[0], listening, held)
+    raise path_error(f"{meeting.places[0]} keeps changing while talk sets up")
 
 
 async def wait_on(
     pubpen: PubPen,
-    path: str,
+    meeting: Meeting,
+    place: str,
     listening: tuple[socket.socket, FileId],
-    party: Party | None,
-    held: list[str],
+    held: list[Held],
 ) -> Call:
-    """Serve on the socket that ``listen_on()`` made, and say so (for a private call, tell
-    the party too)."""
+    """Serve on the socket that ``listen_on()`` made at ``place``, say so, and tell whoever
+    the meeting tells."""
     sock, identity = listening
     protocol = TalkProtocol(pubpen)
     try:
-        server = await pubpen.loop.create_unix_server(Switchboard(protocol, party), sock=sock)
+        server = await pubpen.loop.create_unix_server(
+            partial(Doorkeeper, meeting, protocol), sock=sock
+        )
     except BaseException:  # cancelled by a signal: leave nothing behind
-        remove_own_socket(path, identity)
+        remove_own_socket(place, identity)
         sock.close()
         raise
-    call = Call(protocol, server, path, identity)
-    if party is None:
-        pubpen.publish("info", f"Waiting for someone to connect to {path}")
-    else:
-        pubpen.publish("info", f"{waiting_for(party, held)} on {path}")
-        call.ringing = asyncio.ensure_future(ring(pubpen, party, protocol, held))
+    call = Call(protocol, server, place, identity)
+    pubpen.publish("info", meeting.waiting(place, held))
+    call.telling = asyncio.ensure_future(meeting.announce(pubpen, place, held))
+    pubpen.subscribe("joined", call.stop_telling)
     return call
 
 
-def waiting_for(party: Party, held: list[str]) -> str:
-    """``Waiting for bob``, and which meeting places others hold (`` (talk-1-2.sock is held
-    by mallory)``): how the status line starts while a private call waits."""
-    note = f" ({'; '.join(held)})" if held else ""
-    return f"Waiting for {party.login}{note}"
+def file_id(st: os.stat_result) -> FileId:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
+def is_same_file(path: str, wanted: FileId) -> bool:
+    """Whether ``path`` (not following a link) is still the file ``wanted``."""
+    try:
+        return file_id(os.lstat(path)) == wanted
+    except OSError:
+        return False
 
 
 def owner_of(path: str) -> str:
@@ -1528,7 +1641,7 @@ def remove_stale(path: str, stale: FileId) -> None:
     except FileNotFoundError:
         return  # another talk removed it first
     except PermissionError:
-        if is_file(path, stale):
+        if is_same_file(path, stale):
             owner = user_name(os.lstat(path).st_uid)
             raise path_error(
                 f"{path} is a stale socket owned by {owner} and cannot be removed"
@@ -1536,7 +1649,7 @@ def remove_stale(path: str, stale: FileId) -> None:
         return  # it is not the stale socket any more: look again
     except OSError as e:
         raise path_error(f"cannot remove the stale socket {path}: {e.strerror or e}") from None
-    if is_file(aside, stale):
+    if is_same_file(aside, stale):
         os.unlink(aside)
         return
     try:
@@ -1590,21 +1703,300 @@ def listen_on(path: str) -> tuple[socket.socket, FileId] | None:
 
 def remove_own_socket(path: str, identity: FileId) -> None:
     """Remove the socket file we created at ``path``, if it is still there; never another."""
-    if is_file(path, identity):
+    if is_same_file(path, identity):
         with contextlib.suppress(OSError):
             os.unlink(path)
 
 
-def user_name(uid: int) -> str:
-    """The login name of ``uid``, or ``uid N`` if it has none."""
+# ---------------------------------------------------------------------------------------------
+# 5. main(): wire one PubPen to the two halves
+# ---------------------------------------------------------------------------------------------
+
+#: Signals that end the program cleanly, the reason shown, and the exit status (128 + n).
+ENDING_SIGNALS = {
+    signal.SIGINT: "interrupted",
+    signal.SIGTERM: "terminated",
+    signal.SIGHUP: "hung up",
+    signal.SIGQUIT: "quit",
+}
+
+
+async def converse(meeting: Meeting, crashes: list[dict[str, Any]]) -> tuple[str, int]:
+    """The guide's main block: connect (or wait for a caller), then show the conversation
+    until it ends. Returns why it ended and the exit status.
+
+    A callback that raises is a bug: it is kept in ``crashes`` for main() to print once
+    the terminal is restored, and ends the program.
+    """
+    loop = asyncio.get_running_loop()
+    pubpen = PubPen(loop, EVENTS)
+
+    def crashed(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        crashes.append(context)
+        pubpen.publish("quit", "internal error", 1)
+
+    loop.set_exception_handler(crashed)
+    display = Display(pubpen)
+    ending: asyncio.Future[tuple[str, int]] = loop.create_future()
+
+    def finish(reason: str, status: int = 0) -> None:
+        if not ending.done():
+            ending.set_result((reason, status))
+
+    pubpen.subscribe("quit", finish)  # conn_lost does not end it: the Display then waits for a key
+    for signum, reason in ENDING_SIGNALS.items():
+        loop.add_signal_handler(signum, pubpen.publish, "quit", reason, 128 + signum)
     try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
+        # The socket first: a problem with the path is then a plain message, with no
+        # flash of a screen that curses sets up only to take down again. A signal during
+        # set-up ends it there and then.
+        setting_up = asyncio.ensure_future(connect_or_wait(pubpen, meeting))
+        await asyncio.wait((setting_up, ending), return_when=asyncio.FIRST_COMPLETED)
+        if not setting_up.done():  # the program is to end before set-up did
+            setting_up.cancel()
+            await asyncio.wait((setting_up,))
+        if setting_up.cancelled():
+            return ending.result()
+        call = setting_up.result()
+        await pubpen.drain()  # let the Display hear the news first, so it draws it at once
+        try:
+            with display:
+                return await ending
+        finally:
+            await call.hang_up()
+    finally:
+        for signum in ENDING_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+def check_terminal() -> None:
+    """Curses needs a real terminal that it knows how to drive."""
+    if not os.isatty(sys.stdin.fileno()):
+        raise TalkError("standard input is not a terminal")
+    if not os.isatty(sys.stdout.fileno()):
+        raise TalkError("standard output is not a terminal")
+    term = os.environ.get("TERM", "")
+    try:
+        curses.setupterm(fd=sys.stdout.fileno())
+    except curses.error:
+        raise TalkError(f"unknown terminal type {term!r} (check TERM)") from None
+    if not curses.tigetstr("cup"):
+        # dumb, hardcopy and glass terminals: curses would print the screen as a stream of
+        # text instead of drawing it.
+        raise TalkError(
+            f"terminal type {term!r} cannot move the cursor, which talk needs (check TERM)"
+        )
+
+
+def use_locale() -> None:
+    """Use the user's locale: curses draws and reads characters, and char_width() measures
+    them, through the C library, which needs it for anything beyond ASCII.
+
+    The C or POSIX locale (none chosen, one that is not installed, or ``LC_ALL=C``) knows
+    only ASCII: curses would draw other characters as blanks and wait forever for a typed
+    ``é`` to make sense, swallowing the keys after it. There, as Python's own C-locale
+    coercion does (PEP 538), characters are UTF-8, which is what terminals speak today. In
+    any other locale, a character it cannot show is drawn as ``<U+XXXX>``.
+    """
+    with contextlib.suppress(locale.Error):
+        locale.setlocale(locale.LC_ALL, "")
+    if locale.setlocale(locale.LC_CTYPE) in ("C", "POSIX"):
+        for name in ("C.UTF-8", "C.utf8", "UTF-8", "en_US.UTF-8"):
+            with contextlib.suppress(locale.Error):
+                locale.setlocale(locale.LC_CTYPE, name)
+                break
+    forget_widths()
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, but never breaking a key name such as Ctrl-End at its hyphen."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+        )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="talk",
+        usage="%(prog)s [--socket PATH] [USER]\n       %(prog)s --list [--socket PATH]",
+        formatter_class=HelpFormatter,
+        description=(
+            "Chat, line by line, with another person logged into this machine. "
+            "Without USER: the first to start talk waits on the shared socket; the second "
+            "connects to it. With USER (a login name or uid): a private call between you and "
+            "USER, who is told on their terminals how to answer. Type a line and press Enter "
+            'to send it; a line with only "." quits.'
+        ),
+        epilog=(
+            "Keys: "
+            + "; ".join(f"{row.keys}: {row.does}" for row in KEYS)
+            + ". Pasted text is sent as it is, one message per line (a pasted "
+            '"." too). When the other side leaves, the conversation stays on the screen and '
+            "any key ends talk."
+        ),
+    )
+    parser.add_argument(
+        "user",
+        metavar="USER",
+        nargs="?",
+        help="call USER privately: only USER can join, and you can only reach USER",
+    )
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help=f"the UNIX socket to meet on (default: {PATH}, or for a call to USER a path "
+        f"in {os.path.dirname(PATH)} made from both uids); pick another to have a "
+        "conversation of your own",
+    )
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print who is waiting to talk to you, and the command that answers each",
+    )
+    args = parser.parse_args(argv)
+    if args.list and args.user is not None:
+        parser.error("--list takes no USER")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    use_locale()
+    if args.list:
+        return list_waiting(args.socket)  # Part II
+    crashes: list[dict[str, Any]] = []
+    try:
+        if args.user is None:
+            meeting = Meeting(args.socket or PATH)  # the guide's program
+        else:
+            meeting = private_call(args.user, args.socket)  # Part II
+        check_terminal()
+        reason, status = asyncio.run(converse(meeting, crashes))
+    except TalkError as e:
+        reason, status = str(e), 1
+    except KeyboardInterrupt:  # Ctrl-C before talk's own signal handlers are in place
+        reason, status = "interrupted", 128 + signal.SIGINT
+    # The terminal is restored by now (the Display has exited).
+    for context in crashes:
+        report_crash(context)
+    say(f"talk: {printable(reason)}\n")  # names and paths in it are not ours to trust
+    return 1 if crashes else status
+
+
+def say(text: str) -> None:
+    """Write to standard error, unbuffered: the terminal may be gone (SIGHUP), and text left
+    in sys.stderr's buffer would make Python's own flush at exit fail and exit 120."""
+    data = text.encode(sys.stderr.encoding or "utf-8", errors="backslashreplace")
+    with contextlib.suppress(OSError, ValueError):
+        while data:
+            data = data[os.write(sys.stderr.fileno(), data) :]
+
+
+def report_crash(context: dict[str, Any]) -> None:
+    say(f"talk: {context.get('message', 'unexpected error')}\n")
+    exc = context.get("exception")
+    if isinstance(exc, BaseException):
+        say("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+# =============================================================================================
+# Part II: whom you talk to
+# =============================================================================================
+
+# ---------------------------------------------------------------------------------------------
+# 6. A call to one person (talk.py USER)
+# ---------------------------------------------------------------------------------------------
+
+#: How many meeting places a private call has: its path and this many minus one spares.
+MEETING_PLACES = 4
+
+
+class PrivateCall(Meeting):
+    """A conversation between you and the person you call (``talk.py USER``), no one else.
+
+    Both sides derive the same short list of meeting places from the two uids, in the same
+    order, so a stale socket or a path that someone else squats does not stop them: each
+    side skips it and both end up at the same next one. Each side asks the kernel who is at
+    the other end (SO_PEERCRED) and talks only to the other. While it waits, it tells the
+    person it calls on their terminals, with ``answer``, the command that answers.
+    """
+
+    def __init__(
+        self, callee: pwd.struct_passwd, me: pwd.struct_passwd, base: str, answer: str
+    ) -> None:
+        self.login = callee.pw_name
+        self.uid = callee.pw_uid
+        self.me = me.pw_name
+        self.places = [base] + [f"{base}.{n}" for n in range(1, MEETING_PLACES)]
+        self.answer = answer
+
+    def admits(self, creds: Credentials | None) -> bool:
+        return creds is not None and creds.uid == self.uid
+
+    def refusal(self) -> str:
+        return f"{Refusal.PRIVATE}this conversation is between {self.me} and {self.login}"
+
+    def turned_away(self, peer: Peer) -> str:
+        return f"Turned away {peer}; still waiting for {self.login}"
+
+    def nowhere(self, held: list[Held]) -> TalkError:
+        return path_error(f"no free place to meet {self.login}: " + "; ".join(map(held_by, held)))
+
+    def waiting(self, place: str, held: list[Held]) -> str:
+        return f"{self.waiting_for(held)} on {place}"
+
+    def waiting_for(self, held: list[Held]) -> str:
+        """``Waiting for bob``, and which meeting places others hold (`` (talk-1-2.sock is
+        held by mallory)``): how the status line starts while a private call waits."""
+        note = f" ({'; '.join(map(held_by, held))})" if held else ""
+        return f"Waiting for {self.login}{note}"
+
+    async def announce(self, pubpen: PubPen, place: str, held: list[Held]) -> None:
+        """Tell the person every TELL_EVERY seconds, TELL_TIMES times at most, and show what
+        happened on the status line."""
+        notice = f"{self.me} wants to talk. Answer with: {self.answer}\n"
+        for n in range(1, TELL_TIMES + 1):
+            news = await tell(self.login, notice)
+            again = "" if n == 1 else f" (again: {n} of {TELL_TIMES})"
+            pubpen.publish("info", f"{self.waiting_for(held)}: {news}{again}")
+            await asyncio.sleep(TELL_EVERY)
+
+
+def held_by(held: Held) -> str:
+    """``talk-1-2.sock is held by mallory``."""
+    return f"{os.path.basename(held.place)} is held by {held.holder}"
+
+
+def meeting_path(directory: str, uid: int, other: int) -> str:
+    """Where ``uid`` and ``other`` meet for a private call, whichever of them calls."""
+    low, high = sorted((uid, other))
+    return os.path.join(directory, f"talk-{low}-{high}.sock")
+
+
+def find_user(name: str) -> pwd.struct_passwd:
+    """The account named ``name``, a login name or a numeric uid."""
+    try:
+        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, OverflowError):
+        raise TalkError(f"no such user: {printable(name)}") from None
+
+
+def private_call(name: str, socket_option: str | None) -> PrivateCall:
+    """The call to ``name``: who, where the two meet, and how they answer."""
+    callee = find_user(name)
+    me = pwd.getpwuid(os.getuid())
+    base = socket_option or meeting_path(os.path.dirname(PATH), me.pw_uid, callee.pw_uid)
+    return PrivateCall(callee, me, base, answer_command(me.pw_name, socket_option))
 
 
 # ---------------------------------------------------------------------------------------------
-# 4b. Telling the person you call, as talkd does for talk(1)
+# 7. Telling the person you call, as talkd does for talk(1)
 # ---------------------------------------------------------------------------------------------
 
 #: The login records, as who(1) reads them; the environment variable names another file.
@@ -1614,9 +2006,9 @@ UTMP_ENV = "TALK_UTMP"
 #: address, reserved.
 UTMP_RECORD = struct.Struct("=hxxi32s4s32s256shhiii4i20x")
 USER_PROCESS = 7
-#: Tell the party again this often while waiting, at most this many times in all.
-RING_EVERY = 30.0
-RING_TIMES = 10
+#: Tell the person again this often while waiting, at most this many times in all.
+TELL_EVERY = 30.0
+TELL_TIMES = 10
 #: How long one write(1) may take before talk gives up on that terminal.
 WRITE_TIMEOUT = 5.0
 
@@ -1666,28 +2058,28 @@ def talk_command() -> str:
     return f"python3 {os.path.abspath(__file__)}"
 
 
-def answer_command(party: Party, socket_option: str | None) -> str:
-    """What the party types to answer."""
-    command = f"{talk_command()} {party.me}"
+def answer_command(caller: str, socket_option: str | None) -> str:
+    """What the person called types to answer ``caller``."""
+    command = f"{talk_command()} {caller}"
     return command if socket_option is None else f"{command} --socket {socket_option}"
 
 
-async def tell(party: Party, notice: str) -> str:
-    """Send ``notice`` to each of the party's terminals that accepts messages, through
+async def tell(login: str, notice: str) -> str:
+    """Send ``notice`` to each of ``login``'s terminals that accepts messages, through
     write(1) (setgid tty on most systems, so talk needs no privilege of its own); return
     what happened, for the status line.
 
     Nothing write(1) prints can reach talk's screen: its output is read here, and it runs
     in a session of its own, without a controlling terminal.
     """
-    terminals = logged_in_terminals(party.login, os.environ.get(UTMP_ENV, UTMP_PATH))
+    terminals = logged_in_terminals(login, os.environ.get(UTMP_ENV, UTMP_PATH))
     mine = own_terminal()
     terminals = [t for t in terminals if t != mine]
     if not terminals:
-        return f"{party.login} is not logged in"
+        return f"{login} is not logged in"
     open_terminals = [t for t in terminals if accepts_messages(t)]
     if not open_terminals:
-        return f"{party.login} is refusing messages"
+        return f"{login} is refusing messages"
     write = shutil.which("write")
     if write is None:
         return "write(1) is not installed"
@@ -1696,7 +2088,7 @@ async def tell(party: Party, notice: str) -> str:
     for terminal in open_terminals:
         process = await asyncio.create_subprocess_exec(
             write,
-            party.login,
+            login,
             terminal,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
@@ -1708,30 +2100,20 @@ async def tell(party: Party, notice: str) -> str:
         except asyncio.TimeoutError:
             process.kill()
             await process.wait()
+        except BaseException:  # cancelled: the call was answered, or talk is ending
+            process.kill()  # a notice must not arrive after that
+            raise
         (told if process.returncode == 0 else failed).append(terminal)
     news = []
     if told:
-        news.append(f"told {party.login} on {', '.join(told)}")
+        news.append(f"told {login} on {', '.join(told)}")
     if failed:
         news.append(f"write(1) failed on {', '.join(failed)}")
     return "; ".join(news)
 
 
-async def ring(pubpen: PubPen, party: Party, protocol: TalkProtocol, held: list[str]) -> None:
-    """While nobody has answered, tell the party every RING_EVERY seconds, RING_TIMES times
-    at most, and show what happened on the status line."""
-    notice = f"{party.me} wants to talk. Answer with: {party.answer}\n"
-    for n in range(1, RING_TIMES + 1):
-        news = await tell(party, notice)
-        if protocol.transport is not None:
-            return  # answered meanwhile: the status line says who with
-        again = "" if n == 1 else f" (again: {n} of {RING_TIMES})"
-        pubpen.publish("info", f"{waiting_for(party, held)}: {news}{again}")
-        await asyncio.sleep(RING_EVERY)
-
-
 # ---------------------------------------------------------------------------------------------
-# 4c. Who is waiting to talk to you (--list)
+# 8. Who is waiting to talk to you (--list)
 # ---------------------------------------------------------------------------------------------
 
 #: The kernel's socket table, as ``ss -xl`` reads it (sock_diag over netlink).
@@ -1840,222 +2222,6 @@ def list_waiting(socket_option: str | None) -> int:
         lines.append("(talk cannot tell here whether these are still there or left over)")
     print("\n".join(lines) if lines else "Nobody is waiting to talk to you.")
     return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# 5. main(): wire one PubPen to the two halves
-# ---------------------------------------------------------------------------------------------
-
-#: Signals that end the program cleanly, the reason shown, and the exit status (128 + n).
-ENDING_SIGNALS = {
-    signal.SIGINT: "interrupted",
-    signal.SIGTERM: "terminated",
-    signal.SIGHUP: "hung up",
-    signal.SIGQUIT: "quit",
-}
-
-
-async def converse(
-    path: str, crashes: list[dict[str, Any]], party: Party | None = None
-) -> tuple[str, int]:
-    """The guide's main block: connect (or wait for a caller), then show the conversation
-    until it ends. Returns why it ended and the exit status.
-
-    A callback that raises is a bug: it is kept in ``crashes`` for main() to print once
-    the terminal is restored, and ends the program.
-    """
-    loop = asyncio.get_running_loop()
-    pubpen = PubPen(loop, EVENTS)
-
-    def crashed(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        crashes.append(context)
-        pubpen.publish("quit", "internal error", 1)
-
-    loop.set_exception_handler(crashed)
-    display = Display(pubpen)
-    ending: asyncio.Future[tuple[str, int]] = loop.create_future()
-
-    def finish(reason: str, status: int = 0) -> None:
-        if not ending.done():
-            ending.set_result((reason, status))
-
-    pubpen.subscribe("quit", finish)  # conn_lost does not end it: the Display then waits for a key
-    for signum, reason in ENDING_SIGNALS.items():
-        loop.add_signal_handler(signum, pubpen.publish, "quit", reason, 128 + signum)
-    try:
-        # The socket first: a problem with the path is then a plain message, with no
-        # flash of a screen that curses sets up only to take down again. A signal during
-        # set-up ends it there and then.
-        setting_up = asyncio.ensure_future(connect_or_wait(pubpen, path, party))
-        await asyncio.wait((setting_up, ending), return_when=asyncio.FIRST_COMPLETED)
-        if not setting_up.done():  # the program is to end before set-up did
-            setting_up.cancel()
-            await asyncio.wait((setting_up,))
-        if setting_up.cancelled():
-            return ending.result()
-        call = setting_up.result()
-        await pubpen.drain()  # let the Display hear the news first, so it draws it at once
-        try:
-            with display:
-                return await ending
-        finally:
-            await call.hang_up()
-    finally:
-        for signum in ENDING_SIGNALS:
-            loop.remove_signal_handler(signum)
-
-
-def check_terminal() -> None:
-    """Curses needs a real terminal that it knows how to drive."""
-    if not os.isatty(sys.stdin.fileno()):
-        raise TalkError("standard input is not a terminal")
-    if not os.isatty(sys.stdout.fileno()):
-        raise TalkError("standard output is not a terminal")
-    term = os.environ.get("TERM", "")
-    try:
-        curses.setupterm(fd=sys.stdout.fileno())
-    except curses.error:
-        raise TalkError(f"unknown terminal type {term!r} (check TERM)") from None
-    if not curses.tigetstr("cup"):
-        # dumb, hardcopy and glass terminals: curses would print the screen as a stream of
-        # text instead of drawing it.
-        raise TalkError(
-            f"terminal type {term!r} cannot move the cursor, which talk needs (check TERM)"
-        )
-
-
-def use_locale() -> None:
-    """Use the user's locale: curses draws and reads characters, and char_width() measures
-    them, through the C library, which needs it for anything beyond ASCII.
-
-    The C or POSIX locale (none chosen, one that is not installed, or ``LC_ALL=C``) knows
-    only ASCII: curses would draw other characters as blanks and wait forever for a typed
-    ``é`` to make sense, swallowing the keys after it. There, as Python's own C-locale
-    coercion does (PEP 538), characters are UTF-8, which is what terminals speak today. In
-    any other locale, a character it cannot show is drawn as ``<U+XXXX>``.
-    """
-    with contextlib.suppress(locale.Error):
-        locale.setlocale(locale.LC_ALL, "")
-    if locale.setlocale(locale.LC_CTYPE) in ("C", "POSIX"):
-        for name in ("C.UTF-8", "C.utf8", "UTF-8", "en_US.UTF-8"):
-            with contextlib.suppress(locale.Error):
-                locale.setlocale(locale.LC_CTYPE, name)
-                break
-    forget_widths()
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's own, but never breaking a key name such as Ctrl-End at its hyphen."""
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return textwrap.fill(
-            " ".join(text.split()),
-            width,
-            initial_indent=indent,
-            subsequent_indent=indent,
-            break_on_hyphens=False,
-        )
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="talk",
-        usage="%(prog)s [--socket PATH] [USER]\n       %(prog)s --list [--socket PATH]",
-        formatter_class=HelpFormatter,
-        description=(
-            "Chat, line by line, with another person logged into this machine. "
-            "Without USER: the first to start talk waits on the shared socket; the second "
-            "connects to it. With USER (a login name or uid): a private call between you and "
-            "USER, who is told on their terminals how to answer. Type a line and press Enter "
-            'to send it; a line with only "." quits.'
-        ),
-        epilog=(
-            "Keys: Backspace or Ctrl-H and Delete erase, Left/Right/Home/End (Ctrl-A, Ctrl-E) "
-            "move, Alt-b/Alt-f move by word, Ctrl-U clears the line, Ctrl-W or Alt-Backspace "
-            "erases a word, Tab types spaces, PageUp/PageDown scroll back, Ctrl-End (or "
-            "Alt-End) jumps to the newest messages, Ctrl-L repaints and re-reads the terminal "
-            "size, Ctrl-C quits. Pasted text is sent as it is, one message per line (a pasted "
-            '"." too). When the other side leaves, the conversation stays on the screen and '
-            "any key ends talk."
-        ),
-    )
-    parser.add_argument(
-        "user",
-        metavar="USER",
-        nargs="?",
-        help="call USER privately: only USER can join, and you can only reach USER",
-    )
-    parser.add_argument(
-        "--socket",
-        metavar="PATH",
-        help=f"the UNIX socket to meet on (default: {PATH}, or for a call to USER a path "
-        f"in {os.path.dirname(PATH)} made from both uids); pick another to have a "
-        "conversation of your own",
-    )
-    parser.add_argument(
-        "--list",
-        action="store_true",
-        help="print who is waiting to talk to you, and the command that answers each",
-    )
-    args = parser.parse_args(argv)
-    if args.list and args.user is not None:
-        parser.error("--list takes no USER")
-    return args
-
-
-def find_user(name: str) -> pwd.struct_passwd:
-    """The account named ``name``, a login name or a numeric uid."""
-    try:
-        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
-    except (KeyError, OverflowError):
-        raise TalkError(f"no such user: {printable(name)}") from None
-
-
-def make_party(name: str, socket_option: str | None) -> Party:
-    """The private call to ``name``: who, where the two meet, and how they answer."""
-    user = find_user(name)
-    me = pwd.getpwuid(os.getuid())
-    base = socket_option or meeting_path(os.path.dirname(PATH), me.pw_uid, user.pw_uid)
-    party = Party(user, me, base)
-    party.answer = answer_command(party, socket_option)
-    return party
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    use_locale()
-    if args.list:
-        return list_waiting(args.socket)
-    crashes: list[dict[str, Any]] = []
-    try:
-        party = None if args.user is None else make_party(args.user, args.socket)
-        check_terminal()
-        reason, status = asyncio.run(converse(args.socket or PATH, crashes, party))
-    except TalkError as e:
-        reason, status = str(e), 1
-    except KeyboardInterrupt:  # Ctrl-C before talk's own signal handlers are in place
-        reason, status = "interrupted", 128 + signal.SIGINT
-    # The terminal is restored by now (the Display has exited).
-    for context in crashes:
-        report_crash(context)
-    say(f"talk: {printable(reason)}\n")  # names and paths in it are not ours to trust
-    return 1 if crashes else status
-
-
-def say(text: str) -> None:
-    """Write to standard error, unbuffered: the terminal may be gone (SIGHUP), and text left
-    in sys.stderr's buffer would make Python's own flush at exit fail and exit 120."""
-    data = text.encode(sys.stderr.encoding or "utf-8", errors="backslashreplace")
-    with contextlib.suppress(OSError, ValueError):
-        while data:
-            data = data[os.write(sys.stderr.fileno(), data) :]
-
-
-def report_crash(context: dict[str, Any]) -> None:
-    say(f"talk: {context.get('message', 'unexpected error')}\n")
-    exc = context.get("exception")
-    if isinstance(exc, BaseException):
-        say("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
 
 import pytest
 from as_user import readable_copy, shared_dir
-from terminal import Peers, Spawner, socket_dir
+from terminal import Peers, ScreenTalk, Spawner, socket_dir
 
 
 @pytest.fixture
@@ -29,17 +30,22 @@ def sock_path() -> Iterator[str]:
 @pytest.fixture
 def spawn() -> Iterator[Spawner]:
     """``spawn(path, *extra, rows=24, cols=80)`` starts talk.py; all are killed at teardown."""
-    spawner = Spawner()
-    yield spawner
-    spawner.close()
+    with contextlib.closing(Spawner()) as spawner:
+        yield spawner
+
+
+@pytest.fixture
+def spawn_screen(spawn: Spawner) -> Spawner:
+    """``spawn``, but the programs' rows are read cell by cell (``terminal.ScreenTalk``)."""
+    spawn.kind = ScreenTalk
+    return spawn
 
 
 @pytest.fixture
 def peer() -> Iterator[Peers]:
     """``peer(path)`` connects a plain socket; ``peer.listen(path)`` serves one. Closed at end."""
-    peers = Peers()
-    yield peers
-    peers.close()
+    with contextlib.closing(Peers()) as peers:
+        yield peers
 
 
 @pytest.fixture

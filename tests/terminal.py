@@ -26,6 +26,8 @@ holds, and a failed wait raises ``AssertionError`` that shows what was there ins
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import os
 import pwd
 import re
@@ -33,8 +35,10 @@ import select
 import signal
 import socket
 import stat
+import struct
 import sys
 import tempfile
+import termios
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -47,7 +51,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TALK_PY = REPO_ROOT / "talk.py"
 LOGIN = pwd.getpwuid(os.getuid()).pw_name  # the user name talk.py shows for this process
 
-DEFAULT_TIMEOUT = 10.0
+#: Deadlines, generous because the machine is shared and noisy: for anything to show up; from
+#: a trigger (a signal, a peer's death) to the program's exit; from ``.`` or a signal to the
+#: exit where talk must be quick (the spec says 0.5 s).
+DEADLINE = 10.0
+PROMPTLY = 5.0
+EXIT_WITHIN = 2.0
+NOBODY = 65534  # the uid of nobody, who owns nothing of the test's
+#: What a terminal sends around pasted text once bracketed paste is on.
+PASTE_START, PASTE_END = b"\x1b[200~", b"\x1b[201~"
 _READ_SLICE = 0.05  # longest single blocking read; waits loop on it until their deadline
 
 # What an xterm sends for each key once curses has turned keypad mode on (smkx puts the cursor
@@ -185,7 +197,7 @@ def strip_escapes(text: str) -> str:
 
 def wait_until(
     predicate: Callable[[], object],
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = DEADLINE,
     what: str = "condition",
     interval: float = 0.02,
 ) -> None:
@@ -299,7 +311,7 @@ class Talk:
     def wait_until(
         self,
         predicate: Callable[[Talk], object],
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEADLINE,
         what: str = "condition",
     ) -> None:
         """Keep reading until ``predicate(self)`` holds; AssertionError with the screen if not."""
@@ -317,7 +329,7 @@ class Talk:
                     return
                 raise AssertionError(self._explain(f"program ended while waiting for {what}"))
 
-    def wait_for_row(self, n: int, text: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def wait_for_row(self, n: int, text: str, timeout: float = DEADLINE) -> None:
         """Wait until row ``n`` (negative counts from the bottom) contains ``text``."""
         self.wait_until(lambda t: text in t.row(n), timeout, f"{text!r} in row {n}")
 
@@ -395,7 +407,7 @@ class Talk:
 
     # -- the end -------------------------------------------------------------------------------
 
-    def wait_exit(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+    def wait_exit(self, timeout: float = DEADLINE) -> int:
         """Read everything until the program ends; its exit status, or 128+N if killed by N."""
         deadline = time.monotonic() + timeout
         while self.pump(max(0.0, min(_READ_SLICE, deadline - time.monotonic()))):
@@ -462,7 +474,7 @@ class Talk:
         self.child.close(force=True)
 
 
-def wait_all_ended(*talks: Talk, timeout: float = DEFAULT_TIMEOUT) -> None:
+def wait_all_ended(*talks: Talk, timeout: float = DEADLINE) -> None:
     """Read from all of ``talks`` at once until the output of each has ended.
 
     Reading one program only after another has been waited for would set the second one's
@@ -491,7 +503,7 @@ class Peer:
         self.eof = False
 
     @classmethod
-    def connect(cls, path: str | os.PathLike[str], timeout: float = DEFAULT_TIMEOUT) -> Peer:
+    def connect(cls, path: str | os.PathLike[str], timeout: float = DEADLINE) -> Peer:
         """Connect to ``path``, retrying until someone listens there or ``timeout`` passes."""
         deadline = time.monotonic() + timeout
         while True:
@@ -538,7 +550,7 @@ class Peer:
         self.received += data
         return True
 
-    def read_line(self, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+    def read_line(self, timeout: float = DEADLINE) -> bytes:
         """The next line received, with its b'\\n'; AssertionError if none is complete in time."""
         deadline = time.monotonic() + timeout
         while b"\n" not in self.buffer:
@@ -548,7 +560,7 @@ class Peer:
         line, self.buffer = self.buffer.split(b"\n", 1)
         return line + b"\n"
 
-    def wait_closed(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    def wait_closed(self, timeout: float = DEADLINE) -> bool:
         """Read until the other side closes; True at EOF, False if still open after ``timeout``.
 
         What arrives meanwhile is kept in ``buffer`` and ``received``.
@@ -573,7 +585,7 @@ class Listener:
         self.sock.listen(5)
         self.accepted: list[Peer] = []
 
-    def accept(self, timeout: float = DEFAULT_TIMEOUT) -> Peer:
+    def accept(self, timeout: float = DEADLINE) -> Peer:
         self.sock.settimeout(timeout)
         try:
             conn, _ = self.sock.accept()
@@ -592,14 +604,15 @@ class Listener:
 
 
 class Spawner:
-    """The ``spawn`` fixture: ``spawn(path, *extra, **kwargs)`` starts a ``Talk``; ``close()``
-    kills every one it started."""
+    """The ``spawn`` fixture: ``spawn(path, *extra, **kwargs)`` starts a ``Talk`` (or the
+    ``kind`` of Talk given, such as ScreenTalk); ``close()`` kills every one it started."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: type[Talk] = Talk) -> None:
+        self.kind = kind
         self.started: list[Talk] = []
 
     def __call__(self, socket_path: str, *extra: str, **kwargs: Any) -> Talk:
-        talk = Talk(socket_path, *extra, **kwargs)
+        talk = self.kind(socket_path, *extra, **kwargs)
         self.started.append(talk)
         return talk
 
@@ -615,7 +628,7 @@ class Peers:
     def __init__(self) -> None:
         self.opened: list[Peer | Listener] = []
 
-    def __call__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> Peer:
+    def __call__(self, path: str, timeout: float = DEADLINE) -> Peer:
         """Connect to ``path`` (retrying until it accepts)."""
         peer = Peer.connect(path, timeout)
         self.opened.append(peer)
@@ -630,6 +643,39 @@ class Peers:
     def close(self) -> None:
         for item in reversed(self.opened):
             item.close()
+
+
+class ScreenTalk(Talk):
+    """A Talk whose rows are read cell by cell: pyte 0.8 cannot render a row where a wide
+    character it drew was partly overwritten, which width tests make happen on purpose."""
+
+    @property
+    def display(self) -> list[str]:
+        screen = self.screen
+        return [
+            "".join(screen.buffer[y][x].data for x in range(screen.columns)).rstrip()
+            for y in range(screen.lines)
+        ]
+
+
+def unread(peer: Peer) -> int:
+    """Bytes the peer sent that the other end has not read yet (SIOCOUTQ)."""
+    out = fcntl.ioctl(peer.sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+    return int(struct.unpack("i", out)[0])
+
+
+def wait_taken(peer: Peer) -> None:
+    """Wait until talk.py has read everything the peer sent."""
+    wait_until(lambda: unread(peer) == 0, DEADLINE, "talk.py to read everything the peer sent")
+
+
+def libc_wcwidth() -> Callable[[int], int]:
+    """The C library's ``wcwidth()``, asked through ctypes: the oracle of width tests, apart
+    from talk.py's own way of asking it."""
+    function = ctypes.CDLL(None).wcwidth
+    function.argtypes = [ctypes.c_int32]
+    function.restype = ctypes.c_int
+    return function
 
 
 # -- talk.py's screen (UI contract: row 0 status, rows 2..R-3 conversation, row R-1 input) ---------
@@ -650,6 +696,38 @@ def conversation(talk: Talk) -> list[str]:
     return talk.display[2 : talk.rows - 2]
 
 
+def message_rows(talk: Talk) -> list[str]:
+    """The rows of the conversation area that show something."""
+    return [row for row in conversation(talk) if row]
+
+
+def last_row(talk: Talk) -> str:
+    """The newest row of the conversation: its last non-blank row."""
+    shown = message_rows(talk)
+    return shown[-1] if shown else ""
+
+
+def wait_last_row(talk: Talk, text: str) -> None:
+    """Wait until the newest row of the conversation is ``text`` and the update is whole.
+
+    The update ends after that row (the cursor goes back to the input line), and the checks
+    that follow look at the cursor and the rows below it.
+    """
+    talk.wait_until(
+        lambda t: last_row(t) == text and drawn(t), DEADLINE, f"{text!r} as the newest row"
+    )
+
+
+def flowing(rows: list[str]) -> str:
+    """Rows joined as running text: wrapping and indentation become single spaces."""
+    return re.sub(" +", " ", " ".join(row.strip() for row in rows))
+
+
+def shows(text: str) -> Callable[[Talk], bool]:
+    """For ``Talk.wait_until``: ``text`` is somewhere on the screen, within one row."""
+    return lambda talk: any(text in row for row in talk.display)
+
+
 def input_row(talk: Talk) -> str:
     """The input line: the bottom row."""
     return talk.row(talk.rows - 1)
@@ -668,7 +746,7 @@ def drawn(talk: Talk) -> bool:
     return talk.cursor[1] == talk.rows - 1
 
 
-def wait_for_status(talk: Talk, text: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+def wait_for_status(talk: Talk, text: str, timeout: float = DEADLINE) -> None:
     """Wait until the status line contains ``text`` and the update that wrote it is whole."""
     talk.wait_until(
         lambda t: text in t.row(0) and drawn(t), timeout, f"{text!r} in the whole status line"
@@ -692,7 +770,46 @@ def assert_layout(talk: Talk, status: str | None = None) -> None:
     assert talk.cursor[1] == rows - 1, f"cursor left the input line:\n{screen}"
 
 
-def wait_for_waiting(talk: Talk, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+def layout_at(talk: Talk, rows: int, cols: int) -> bool:
+    """talk.py's frame is drawn for a ``rows`` x ``cols`` terminal, cursor on the input line."""
+    return (
+        talk.row(1) == "-" * (cols - 1)
+        and talk.row(rows - 2) == "=" * (cols - 1)
+        and talk.cursor[1] == rows - 1
+    )
+
+
+def exit_of(talk: Talk, timeout: float = DEADLINE) -> tuple[int, str]:
+    """Wait for the program to end: (exit status, everything printed after curses ended)."""
+    status = talk.wait_exit(timeout)
+    return status, talk.after_exit
+
+
+def exit_with_one_line(talk: Talk, start: str) -> str:
+    """Wait for exit status 1 after one printed line that begins with ``start``; that line.
+
+    A problem found before the conversation starts is reported without taking the screen
+    over first: no flash of an empty talk screen before the message.
+    """
+    status, printed = exit_of(talk)
+    assert status == 1, f"exit status {status}; printed {printed!r}"
+    assert ENTER_ALTERNATE_SCREEN not in talk.raw, "the screen was taken over before the error"
+    assert printed.startswith(start) and "\n" not in printed, (
+        f"expected one line starting {start!r}, got {printed!r}"
+    )
+    return printed
+
+
+def assert_closed_cleanly(talk: Talk, sock_path: str, status: int, line: str) -> None:
+    """talk.py ended promptly with ``status`` and the one ``line``, the terminal given back
+    and its socket file removed."""
+    assert talk.wait_exit(PROMPTLY) == status, talk.output
+    assert talk.left_alternate_screen, "curses did not give the terminal back"
+    assert talk.after_exit == line, talk.after_exit
+    assert not os.path.exists(sock_path), "the socket file was left behind"
+
+
+def wait_for_waiting(talk: Talk, path: str, timeout: float = DEADLINE) -> None:
     """Wait until the status line says talk.py waits on ``path``, and the update is whole.
 
     The whole status when it fits on the screen; a path under a long TMPDIR may not, and how

@@ -1,90 +1,294 @@
-"""End-to-end tests of what talk.py draws and sends when nothing is as it expects (issue 7).
+"""End-to-end tests of what talk.py draws: the layout, width truth, bold own lines, terminals
+too small, 0x0, without cursor addressing, and the C locale.
 
-Section 1, width truth: a sample of code points chosen to cover every way width tables
-disagree (unicodedata against the C library, the C library against the terminal, wide,
-combining and spacing marks, unassigned, private use, surrogates, controls) is sent by a peer
-and drawn at 80 and at 23 columns: every conversation row must start with ``<you> `` or with
-indentation, and the layout must stay whole. The whole code space is swept at unit level in
-test_width.py. Your own lines are bold, and nothing a peer sends ever is; a row that curses
-finds wider than talk.py measured (made to happen here by a talk.py told wrong widths) is cut,
-never carried to the next row.
+The real talk.py runs in a pseudo-terminal (see terminal.py) and the screen is read through
+pyte. Layout: row 0 status, row 1 dashes, rows 2..R-3 the conversation, row R-2 the rule,
+row R-1 the input line.
 
-Section 3, terminals and locales: a 0x0 window, a terminal that cannot move the cursor, the
-C locale. Section 4: a peer that never reads, and lines typed before anyone connects.
-
-The terminal is pyte, whose width tables (the ``wcwidth`` package) are not the C library's:
-exactly the situation of a user whose terminal disagrees with curses. pyte 0.8 cannot render a
-row where a wide character it drew was partly overwritten, so ``ScreenTalk`` reads the cells
-itself.
+Width truth: a sample of code points chosen to cover every way width tables disagree
+(unicodedata against the C library, the C library against the terminal, wide, combining and
+spacing marks, unassigned, private use, surrogates, controls) is sent by a peer and drawn at
+80 and at 23 columns: every conversation row must start with ``<you> `` or with indentation,
+and the layout must stay whole. The whole code space is swept at unit level in
+test_screen.py. pyte's width tables (the ``wcwidth`` package) are not the C library's: exactly
+the situation of a user whose terminal disagrees with curses.
 """
 
 from __future__ import annotations
 
-import ctypes
 import locale
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pyte
 import pytest
 from terminal import (
+    DEADLINE,
     ENTER_ALTERNATE_SCREEN,
-    LEAVE_ALTERNATE_SCREEN,
+    PROMPTLY,
     REPO_ROOT,
     TALK_PY,
     Peers,
     Spawner,
     Talk,
+    assert_closed_cleanly,
     assert_layout,
     child_env,
     conversation,
     drawn,
+    exit_of,
+    exit_with_one_line,
+    flowing,
     input_row,
+    last_row,
+    layout_at,
+    libc_wcwidth,
+    message_rows,
+    shows,
     start_server,
     start_with_peer,
     talking_to,
     wait_for_status,
+    wait_for_waiting,
+    wait_last_row,
+    wait_taken,
     wait_until,
+    waiting,
 )
 
-DEADLINE = 10.0
-EXIT_WITHIN = 2.0  # seconds from "." to the exit (the issue says 0.5 s; CI is noisy)
+
+def test_keys_typed_while_the_terminal_is_too_small_are_not_acted_on(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    talk = spawn(sock_path, rows=4, cols=12)
+    talk.wait_until(
+        lambda t: "small" in t.text() and "20x5)" in t.text(), what="the whole 'too small' note"
+    )
+    other = peer(sock_path)
+    talk.type("secret")
+    talk.press("enter")
+    talk.type(b"\x1b[5~")  # PageUp
+    # Ctrl-L repaints even now. It comes after those keys: once the repaint of a screen that
+    # something else wiped is seen, talk.py has read them all while it was too small.
+    talk.write_from_outside(b"\x1b[H\x1b[2J")
+    talk.wait_until(lambda t: t.text().strip() == "", what="the screen wiped from outside")
+    talk.press("ctrl_l")
+    talk.wait_until(shows("small"), what="the 'too small' note painted again by Ctrl-L")
+    talk.resize(24, 80)
+    wait_for_status(talk, talking_to(os.getpid()))
+    assert input_row(talk) == "", "text typed blind went into the input line"
+    talk.send_line("seen")
+    assert other.read_line() == b"seen\n", "something typed blind was sent before"
+    talk.press("ctrl_c")
+    assert_closed_cleanly(talk, sock_path, 130, "talk: interrupted")
+
+
+def test_ctrl_c_works_while_the_terminal_is_too_small(spawn: Spawner, sock_path: str) -> None:
+    talk = spawn(sock_path, rows=4, cols=12)
+    talk.wait_until(lambda t: "small" in t.text(), what="the 'too small' note")
+    talk.press("ctrl_c")
+    assert_closed_cleanly(talk, sock_path, 130, "talk: interrupted")
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Process ``pid`` has a handler for ``signum`` at the moment (its SigCgt in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    raise AssertionError(f"no SigCgt for pid {pid}")
+
+
+def test_fg_after_ctrl_z_reads_the_new_size(spawn: Spawner, sock_path: str) -> None:
+    # A shell with job control, as a user has: talk is its foreground job, so a resize while
+    # talk is stopped signals the shell, and talk learns nothing of it but SIGCONT.
+    shell_args = ["-c", "import os; os.execvp('bash', ['bash', '--norc', '--noprofile', '-i'])"]
+    shell = spawn(sock_path, args=shell_args, env=child_env(PS1="$ ", HISTFILE="/dev/null"))
+    shell.wait_until(shows("$"), what="the shell's prompt")
+    shell.type(f"{sys.executable} {TALK_PY} --socket {sock_path}\r")
+    wait_for_waiting(shell, sock_path)
+    # ncurses ignores SIGTSTP while it updates the screen, so a Ctrl-Z then is lost (press it
+    # again, a user would); this one comes once talk.py, the foreground job, catches it again.
+    talk_pid = os.tcgetpgrp(shell.child.child_fd)
+    wait_until(lambda: catches(talk_pid, signal.SIGTSTP), what="talk.py to catch SIGTSTP")
+    shell.type(b"\x1a")  # Ctrl-Z
+    shell.wait_until(shows("Stopped"), what="the shell saying the job stopped")
+    shell.resize(30, 60)
+    shell.type("fg\r")
+    shell.wait_until(lambda t: layout_at(t, 30, 60), what="the layout at 30x60")
+    assert shell.row(0).startswith(waiting(sock_path)[:59])
+    shell.send_line(".")
+    shell.wait_until(shows("talk: you ended the conversation"), what="talk's last line")
+
+
+# A talk started so that it has no controlling terminal (as ``su - alice -c ...`` leaves it)
+# gets no SIGWINCH: the terminal signals its foreground process group, and talk is in none.
+NO_CONTROLLING_TERMINAL = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.setsid()\n"
+    "    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+    "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+)
+
+
+def test_ctrl_l_reads_the_size_when_no_sigwinch_comes(spawn: Spawner, sock_path: str) -> None:
+    args = ["-c", NO_CONTROLLING_TERMINAL, str(TALK_PY), "--socket", sock_path]
+    talk = spawn(sock_path, args=args)
+    wait_for_waiting(talk, sock_path)
+    talk.resize(30, 60)
+    # Keys typed after the resize are still drawn in the old 24x80 layout, on its input row 23.
+    # Had a SIGWINCH come, it would be handled by the time the second key shows: the first key
+    # was read no earlier than the signal, and the second one only after the first was drawn.
+    talk.type("x")
+    talk.wait_until(lambda t: t.row(23) == "x" and t.cursor == (1, 23), what="'x' typed")
+    talk.type("y")
+    talk.wait_until(lambda t: t.row(23) == "xy" and t.cursor == (2, 23), what="'xy' typed")
+    assert not layout_at(talk, 30, 60), "talk heard of the resize after all: nothing to test"
+    talk.press("ctrl_u")
+    talk.press("ctrl_l")
+    talk.wait_until(
+        lambda t: layout_at(t, 30, 60) and input_row(t) == "", what="the layout at 30x60"
+    )
+    talk.send_line(".")
+    assert talk.wait_exit(PROMPTLY) == 0
+
+
+# name: (payload for a screen of `cols` columns, text that must be visible, bytes that must never
+# reach the terminal or None)
+FORGERIES: dict[str, tuple[Callable[[int], bytes], str, bytes | None]] = {
+    "carriage_return": (
+        lambda cols: b"hi\r<myself> forged\n",
+        "<you> hi^M<myself> forged",
+        b"hi\r<myself>",
+    ),
+    "backspaces": (
+        lambda cols: b"\x08" * 10 + b"<myself> x\n",
+        "<you> " + "^H" * 10 + "<myself> x",
+        b"\x08" * 10 + b"<myself>",
+    ),
+    "clear_screen_and_home": (
+        lambda cols: b"\x1b[2J\x1b[H<myself> x\n",
+        "<you> ^[[2J^[[H<myself> x",
+        b"\x1b[2J\x1b[H<myself>",
+    ),
+    "c1_csi": (
+        lambda cols: "\u009b2J<myself> x\n".encode(),
+        "<you> <U+009B>2J<myself> x",
+        "\u009b2J".encode(),
+    ),
+    "osc_window_title": (
+        lambda cols: b"\x1b]0;title\x07<myself> x\n",
+        "<you> ^[]0;title^G<myself> x",
+        b"\x1b]0;title",
+    ),
+    "other_c0_and_del": (
+        lambda cols: b"nul\x00 del\x7f tab\t bell\x07\n",
+        "<you> nul^@ del^? tab^I bell^G",
+        b"del\x7f",
+    ),
+    # "<you> x" and spaces fill the first row exactly, so a plain wrap would start the next row
+    # with "<myself>".
+    "wrap_after_spaces": (
+        lambda cols: b"x" + b" " * (cols - len("<you> x")) + b"<myself> forged\n",
+        "<myself> forged",
+        None,
+    ),
+    "wrap_inside_a_word": (
+        lambda cols: b"x" * (cols - len("<you> ")) + b"<myself> forged\n",
+        "<myself> forged",
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FORGERIES)
+def test_peer_text_is_shown_inert_and_cannot_forge_own_lines(
+    spawn: Spawner, peer: Peers, sock_path: str, name: str
+) -> None:
+    make_payload, visible, forbidden = FORGERIES[name]
+    talk, other = start_with_peer(spawn, peer, sock_path)
+    status = talk.row(0)
+
+    other.send(make_payload(talk.cols))
+    other.send_line("end of payload")
+    wait_last_row(talk, "<you> end of payload")
+
+    screen = talk.text()
+    assert any(visible in row for row in conversation(talk)), (
+        f"the message should be shown as {visible!r}:\n{screen}"
+    )
+    forged = [row for row in talk.display if row.startswith("<myself>")]
+    assert not forged, f"a peer drew <myself> at the start of a row: {forged}\n{screen}"
+    assert_layout(talk, status)
+    assert input_row(talk) == "", f"the input line changed:\n{screen}"
+    if forbidden is not None:
+        assert forbidden not in talk.raw, (
+            f"the peer's control bytes {forbidden!r} reached the terminal"
+        )
+
+
+def test_too_small_terminal_says_so_then_works_after_resize(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    talk = spawn(sock_path, rows=3, cols=12)
+    talk.wait_until(lambda t: "too small" in flowing(t.display), DEADLINE, "a 'too small' message")
+    other = peer(sock_path)
+    other.send_line("sent while small")
+    wait_taken(other)
+    talk.type("typed while small")
+    # Ctrl-L repaints even now. It comes after those keys: once the repaint of a screen that
+    # something else wiped is seen, talk.py has read them all while it was too small.
+    talk.write_from_outside(b"\x1b[H\x1b[2J")
+    talk.wait_until(lambda t: t.text().strip() == "", DEADLINE, "the screen wiped from outside")
+    talk.press("ctrl_l")
+    talk.wait_until(
+        lambda t: "too small" in flowing(t.display), DEADLINE, "the note painted by Ctrl-L"
+    )
+
+    talk.resize(24, 80)
+    status = talking_to(os.getpid())
+    talk.wait_until(
+        lambda t: t.row(0).startswith(status) and drawn(t),
+        DEADLINE,
+        "the normal layout after the resize",
+    )
+    assert input_row(talk) == "", "keys typed while the input line was not shown were taken"
+    assert_layout(talk, talk.row(0))
+    assert "<you> sent while small" in conversation(talk), talk.text()
+    assert talk.child.isalive(), "talk.py ended"
+
+
+def test_stdin_not_a_terminal_is_a_clear_error(sock_path: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(TALK_PY), "--socket", sock_path],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=child_env(),
+        timeout=DEADLINE,
+    )
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 1, f"exit status {result.returncode}; stderr {stderr!r}"
+    assert stderr == "talk: standard input is not a terminal\n", stderr
+    assert not os.path.exists(sock_path), "a socket was created without a terminal"
+
+
+def test_unknown_terminal_type_is_a_clear_error(spawn: Spawner, sock_path: str) -> None:
+    talk = spawn(sock_path, env=child_env(TERM="nosuchterm"))
+    printed = exit_with_one_line(talk, "talk: unknown terminal type")
+    assert "Traceback" not in talk.output, printed
+    assert not os.path.exists(sock_path), "a socket was created without a usable terminal"
+
+
 CHUNK = 40  # code points per line sent
-
-
-class ScreenTalk(Talk):
-    """A Talk whose rows are read cell by cell (see the module docstring)."""
-
-    @property
-    def display(self) -> list[str]:
-        screen = self.screen
-        return [
-            "".join(screen.buffer[y][x].data for x in range(screen.columns)).rstrip()
-            for y in range(screen.lines)
-        ]
-
-
-class ScreenSpawner(Spawner):
-    """The ``spawn`` fixture, starting ScreenTalks."""
-
-    def __call__(self, socket_path: str, *extra: str, **kwargs: Any) -> ScreenTalk:
-        talk = ScreenTalk(socket_path, *extra, **kwargs)
-        self.started.append(talk)
-        return talk
-
-
-@pytest.fixture
-def spawn_screen() -> Iterator[ScreenSpawner]:
-    spawner = ScreenSpawner()
-    yield spawner
-    spawner.close()
 
 
 def bold_cells(talk: Talk, y: int) -> list[bool]:
@@ -93,32 +297,8 @@ def bold_cells(talk: Talk, y: int) -> list[bool]:
     return [bool(line[x].bold) for x in range(talk.cols) if line[x].data.strip()]
 
 
-def last_row(talk: Talk) -> str:
-    shown = [row for row in conversation(talk) if row]
-    return shown[-1] if shown else ""
-
-
-def wait_last_row(talk: Talk, text: str) -> None:
-    talk.wait_until(lambda t: last_row(t) == text and drawn(t), DEADLINE, f"{text!r} last")
-
-
-def exit_of(talk: Talk) -> tuple[int, str]:
-    status = talk.wait_exit(DEADLINE)
-    return status, talk.after_exit
-
-
-# -- 1. width truth --------------------------------------------------------------------------------
-
-
-def _libc_wcwidth() -> Callable[[int], int]:
-    function = ctypes.CDLL(None).wcwidth
-    function.argtypes = [ctypes.c_int32]
-    function.restype = ctypes.c_int
-    return function
-
-
 def _unicodedata_width(ch: str) -> int:
-    """How wide the unicodedata tables say: what talk.py measured with before (issue 7)."""
+    """How wide the unicodedata tables say: what talk.py measured with before."""
     if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me"):
         return 0
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
@@ -138,7 +318,7 @@ def disagreeing_sample() -> list[int]:
     saved = locale.setlocale(locale.LC_CTYPE)
     locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
     try:
-        libc = _libc_wcwidth()
+        libc = libc_wcwidth()
         counts = {"wide": 0, "zero": 0, "Cn": 0, "Co": 0, "Cs": 0}
         every = {"wide": 101, "zero": 7, "Cn": 4099, "Co": 499, "Cs": 61}
         picked = []
@@ -187,7 +367,7 @@ def assert_rows_are_from_you_or_indented(talk: Talk, status: str, where: str) ->
 
 @pytest.mark.parametrize("columns", [80, 23])
 def test_disagreeing_code_points_never_start_a_row_of_their_own(
-    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str, sample: list[int], columns: int
+    spawn_screen: Spawner, peer: Peers, sock_path: str, sample: list[int], columns: int
 ) -> None:
     # Tall enough that all the rows of one line of the sample are on the screen at once.
     talk = start_server(spawn_screen, sock_path, rows=40, cols=columns)
@@ -207,7 +387,7 @@ def test_disagreeing_code_points_never_start_a_row_of_their_own(
 
 
 def test_cursor_stays_after_what_is_typed_where_tables_disagree(
-    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str
+    spawn_screen: Spawner, peer: Peers, sock_path: str
 ) -> None:
     """U+4DC0.. (hexagrams): unicodedata says one column, the C library and pyte say two."""
     talk, _other = start_with_peer(spawn_screen, peer, sock_path)
@@ -217,7 +397,7 @@ def test_cursor_stays_after_what_is_typed_where_tables_disagree(
 
 
 def test_own_lines_are_bold_and_nothing_a_peer_sends_is(
-    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str
+    spawn_screen: Spawner, peer: Peers, sock_path: str
 ) -> None:
     talk, other = start_with_peer(spawn_screen, peer, sock_path)
     talk.send_line("my own line")
@@ -249,7 +429,7 @@ sys.exit(talk.main(sys.argv[1:]))
 
 
 def test_a_row_curses_finds_too_wide_is_cut_not_carried_over(
-    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str, tmp_path: Path
+    spawn_screen: Spawner, peer: Peers, sock_path: str, tmp_path: Path
 ) -> None:
     wrapper = tmp_path / "wrong_widths.py"
     wrapper.write_text(_WRONG_WIDTHS.format(repo=str(REPO_ROOT)))
@@ -270,11 +450,8 @@ def test_a_row_curses_finds_too_wide_is_cut_not_carried_over(
     assert_layout(talk, status)
 
 
-# -- 3. terminals and locales ----------------------------------------------------------------------
-
-
 def test_window_of_0x0_is_too_small_then_talk_resumes(
-    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str
+    spawn_screen: Spawner, peer: Peers, sock_path: str
 ) -> None:
     talk, other = start_with_peer(spawn_screen, peer, sock_path)
     talk.child.setwinsize(0, 0)  # what `stty rows 0 cols 0` does; the kernel sends SIGWINCH
@@ -309,7 +486,7 @@ _START_AT_0X0 = (
 
 
 def test_terminal_created_0x0_is_too_small_then_talk_resumes(
-    spawn_screen: ScreenSpawner, sock_path: str
+    spawn_screen: Spawner, sock_path: str
 ) -> None:
     talk = spawn_screen(sock_path, args=["-c", _START_AT_0X0, str(TALK_PY), "--socket", sock_path])
     talk.wait_until(lambda t: "too small" in t.row(0), DEADLINE, "a 'too small' note")
@@ -341,7 +518,7 @@ def _terminfo_without_cup(directory: str) -> str:
 
 @pytest.mark.parametrize("kind", ["dumb", "no_cup"])
 def test_terminal_that_cannot_move_the_cursor_is_refused_before_drawing(
-    spawn_screen: ScreenSpawner, sock_path: str, tmp_path: Path, kind: str
+    spawn_screen: Spawner, sock_path: str, tmp_path: Path, kind: str
 ) -> None:
     if kind == "dumb":
         env = child_env(TERM="dumb")
@@ -359,7 +536,7 @@ def test_terminal_that_cannot_move_the_cursor_is_refused_before_drawing(
 
 @pytest.mark.parametrize("name", ["C", "POSIX"])
 def test_c_locale_loses_nothing_typed_or_received(
-    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str, name: str
+    spawn_screen: Spawner, peer: Peers, sock_path: str, name: str
 ) -> None:
     env = child_env(LC_ALL=name, LANG=name)
     talk, other = start_with_peer(spawn_screen, peer, sock_path, env=env)
@@ -373,71 +550,106 @@ def test_c_locale_loses_nothing_typed_or_received(
     assert_layout(talk, status)
 
 
-# -- 4. a peer that never reads --------------------------------------------------------------------
-
-LINE = 1000  # bytes on the wire per line pasted below, newline included
-
-
-def paste_until_not_sent(talk: Talk, most: int) -> int:
-    """Paste numbered lines until the status line says one was not sent; how many were pasted.
-
-    The screen is read between lines: curses must be able to write, or it stops reading keys.
-    """
-    for n in range(most):
-        talk.type(f"{n:05d} ".encode() + b"y" * (LINE - 7) + b"\r")
-        talk.pump(0)
-        if "not sent" in talk.row(0):
-            return n + 1
-    talk.wait_until(lambda t: "not sent" in t.row(0), DEADLINE, "a 'not sent' note")
-    return most
+def has_rules_for(rows: int, cols: int, talk: Talk) -> bool:
+    """The two rules are where they go on a ``rows`` x ``cols`` screen."""
+    return talk.row(rows - 2) == "=" * (cols - 1) and talk.row(1) == "-" * (cols - 1)
 
 
-def assert_quits_promptly(talk: Talk) -> None:
-    talk.press("ctrl_u")
-    talk.type(".")
-    talk.wait_for_row(talk.rows - 1, ".")
-    pressed = time.monotonic()
+def has_input(typed: str, rows: int, talk: Talk) -> bool:
+    """The input line of a screen ``rows`` high shows ``typed``, the cursor at its end."""
+    return input_row(talk) == typed and talk.cursor == (len(typed), rows - 1)
+
+
+@pytest.mark.parametrize("rows, cols", [(24, 80), (12, 40)])
+def test_layout_status_separators_and_input_line(
+    spawn: Spawner, peer: Peers, sock_path: str, rows: int, cols: int
+) -> None:
+    talk = start_server(spawn, sock_path, rows=rows, cols=cols)
+    assert_layout(talk)
+    assert talk.cursor[1] == rows - 1
+
+    sock = peer(sock_path)
+    talk.wait_for_row(0, "Talking to")
+    sock.send_line("hi")
+    talk.wait_until(lambda t: "<you> hi" in conversation(t), what="the message in row 2")
+    assert talk.row(2) == "<you> hi"
+    talk.type("typing")
+    talk.wait_until(lambda t: input_row(t) == "typing", what="the input line")
+    assert_layout(talk)
+    assert talk.cursor == (len("typing"), rows - 1)
+
+
+def shown_message(talk: Talk) -> str:
+    """The one message on screen, its rows joined, without "<you>" and spaces."""
+    return "".join("".join(message_rows(talk)).removeprefix("<you>").split())
+
+
+def assert_wrapped(talk: Talk, text: str) -> None:
+    """One message from the peer, ``text`` but for spaces, on 3+ rows; continuations indented."""
+    # Wait for all of it: under load the rows of the message arrive in pieces.
+    talk.wait_until(lambda t: shown_message(t) == text and drawn(t), what="the whole message")
+    rows = message_rows(talk)
+    # A message that is one long word may start on the row after "<you>" (talk.py does that).
+    assert rows[0].startswith("<you>"), rows
+    assert len(rows) >= 3, rows
+    for row in rows[1:]:
+        assert row.startswith(" "), f"continuation row not indented: {row!r}"
+    assert_layout(talk)
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        pytest.param([f"word{i:02d}" for i in range(30)], id="words"),
+        pytest.param(["https://example.org/" + "x" * 180], id="one-long-word"),
+    ],
+)
+def test_long_message_wraps_with_indented_continuation_rows(
+    spawn: Spawner, peer: Peers, sock_path: str, words: list[str]
+) -> None:
+    talk, sock = start_with_peer(spawn, peer, sock_path)
+    sock.send_line(" ".join(words))  # about 200 characters: 3 rows at 80 columns
+    talk.wait_until(lambda t: words[-1][-6:] in t.text(), what="the end of the long message")
+    assert_wrapped(talk, "".join(words))
+
+
+def test_wide_characters_wrap_by_display_width(spawn: Spawner, peer: Peers, sock_path: str) -> None:
+    talk, sock = start_with_peer(spawn, peer, sock_path)
+    message = "漢字" * 40 + "😀" * 20  # 160 + 40 columns, 100 characters
+    sock.send_line(message)
+    talk.wait_until(lambda t: t.text().count("😀") == 20, what="all of the message")
+    assert_wrapped(talk, message)
+
+
+def test_resize_redraws_layout_and_keeps_history_and_input(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    talk, sock = start_with_peer(spawn, peer, sock_path)
+    talk.send_line("mine")
+    assert sock.read_line() == b"mine\n"
+    sock.send_line("theirs")
+    talk.wait_until(lambda t: t.row(3) == "<you> theirs", what="both messages")
+    status = talk.row(0)
+    typed = "half typed"
+    talk.type(typed)
+    talk.wait_until(lambda t: input_row(t) == typed, what="the typed text")
+
+    for rows, cols in [(30, 60), (15, 100)]:
+        talk.resize(rows, cols)
+        talk.wait_until(partial(has_rules_for, rows, cols), what=f"the layout at {rows}x{cols}")
+        # After a shrink pyte still shows the old input row where the new one goes: wait for
+        # the cursor too, which the redraw puts there last.
+        talk.wait_until(
+            partial(has_input, typed, rows),
+            what="the input line kept, the cursor at its end",
+        )
+        assert_layout(talk)
+        # The status line is fitted to the new width: who we talk to stays whole (the hint
+        # after it is shortened or left out as the width allows).
+        assert talk.row(0).startswith(talking_to(os.getpid())), talk.row(0)
+        assert status.startswith(talking_to(os.getpid())), status
+        assert message_rows(talk) == ["<myself> mine", "<you> theirs"]
+        assert talk.cursor == (len(typed), rows - 1)
+
     talk.press("enter")
-    status, printed = exit_of(talk)
-    assert status == 0, f"exit status {status}; printed {printed!r}"
-    assert talk.eof_at is not None
-    took = talk.eof_at - pressed
-    assert took < EXIT_WITHIN, f"'.' took {took:.2f}s to end talk.py"
-    assert LEAVE_ALTERNATE_SCREEN in talk.raw, "the terminal was not restored"
-
-
-def test_peer_that_never_reads_gets_a_bounded_backlog_and_keys_still_work(
-    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str
-) -> None:
-    talk, _other = start_with_peer(spawn_screen, peer, sock_path)  # it never reads
-    # About 250 KiB fit in the kernel, 64 KiB in asyncio's buffer, 256 KiB in talk.py's queue.
-    pasted = paste_until_not_sent(talk, 2000)
-    assert "they are not reading" in talk.row(0), talk.text()
-    assert pasted < 1500, f"the note came only after {pasted} KB for a peer that does not read"
-
-    talk.type("still typing")
-    talk.wait_for_row(talk.rows - 1, "still typing")
-    assert_quits_promptly(talk)
-
-
-def test_lines_typed_before_anyone_connects_are_bounded_and_kept_in_order(
-    spawn_screen: ScreenSpawner, peer: Peers, sock_path: str
-) -> None:
-    talk = start_server(spawn_screen, sock_path)
-    pasted = paste_until_not_sent(talk, 400)
-    assert "nobody is connected" in talk.row(0), talk.text()
-
-    other = peer(sock_path)
-    wait_for_status(talk, talking_to(os.getpid()))
-    talk.send_line("last")  # goes out after whatever was kept
-    got = []
-    while (line := other.read_line()) != b"last\n":
-        got.append(line)
-    numbers = [int(line[:5]) for line in got]
-    assert numbers == list(range(len(got))), "the lines kept are not the first ones, in order"
-    assert 0 < len(got) <= 300 and len(got) < pasted, f"{len(got)} of {pasted} lines kept"
-    assert all(len(line) == LINE for line in got), "a line was cut"
-
-    talk.type("still typing")
-    talk.wait_for_row(talk.rows - 1, "still typing")
-    assert_quits_promptly(talk)
+    assert sock.read_line() == typed.encode() + b"\n"

@@ -1,4 +1,5 @@
-"""End-to-end tests of talk.py's set-up on a box shared with other local users (issue 7, §2).
+"""End-to-end tests of talk.py's set-up on a box shared with other local users: the socket
+path and what can be found there.
 
 Another user can create files next to the socket, plant symbolic links, hold locks on the
 directory and leave sockets that take no calls. None of it may block talk, redirect it to a
@@ -7,8 +8,7 @@ Ctrl-C. Each test runs the real talk.py in a pseudo-terminal (see terminal.py).
 
 An attacker who wins a race by microseconds is simulated by a small wrapper around talk.main()
 that acts at the exact moment (right after talk first looks at the path, right after it binds a
-socket): the same technique as the race test in test_e2e_hostile.py, and the only way to make
-such a race happen every time.
+socket): the only way to make such a race happen every time.
 """
 
 from __future__ import annotations
@@ -16,39 +16,284 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import stat
 import struct
-import termios
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
-from as_user import needs_root, spawn_as
+from as_user import needs_root, shared_dir, spawn_as
 from terminal import (
+    DEADLINE,
     ENTER_ALTERNATE_SCREEN,
+    EXIT_WITHIN,
     LEAVE_ALTERNATE_SCREEN,
     LOGIN,
+    NOBODY,
     REPO_ROOT,
-    Peer,
     Peers,
     Spawner,
     Talk,
-    drawn,
+    exit_of,
+    exit_with_one_line,
     start_server,
+    start_with_peer,
     talking_to,
     wait_for_status,
+    wait_for_waiting,
+    wait_last_row,
     wait_until,
     waiting,
 )
 
-DEADLINE = 10.0
-#: Ending on a signal must take at most 0.5 s; a loaded CI machine gets some slack, but much
-#: less than the 5 s that a lock held by someone else used to cost.
-PROMPTLY = 2.0
-NOBODY = 65534
+OTHER_UID = 65533  # neither root nor nobody: may not remove nobody's file in a sticky directory
+
+
+@pytest.fixture
+def public_dir() -> Iterator[str]:
+    """A fresh directory owned by root, mode 0755: other users can enter it, not write it."""
+    directory = shared_dir("talk-pub-", 0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_nothing_at_the_path_makes_talk_the_server(spawn: Spawner, sock_path: str) -> None:
+    talk = spawn(sock_path)
+    wait_for_waiting(talk, sock_path)
+    wait_until(lambda: os.path.exists(sock_path), what="the socket file")
+    assert stat.S_ISSOCK(os.lstat(sock_path).st_mode), "the file at the path is not a socket"
+
+
+def test_stale_socket_is_taken_over(spawn: Spawner, peer: Peers, sock_path: str) -> None:
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(sock_path)
+    stale.close()  # left behind without unlink(), as by a talk that was killed
+
+    talk = spawn(sock_path)
+    wait_for_waiting(talk, sock_path)
+    other = peer(sock_path)
+    talk.wait_for_row(0, talking_to(os.getpid()))
+    other.send_line("hello over the old path")
+    wait_last_row(talk, "<you> hello over the old path")
+
+
+def _snapshot(path: str) -> tuple[object, ...]:
+    """Everything about ``path`` that touching it could change (not following symlinks)."""
+    st = os.lstat(path)
+    shot: tuple[object, ...] = (
+        st.st_mode,
+        st.st_ino,
+        st.st_dev,
+        st.st_size,
+        st.st_nlink,
+        st.st_uid,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
+    if stat.S_ISLNK(st.st_mode):
+        shot += (os.readlink(path),)
+    elif stat.S_ISREG(st.st_mode):
+        with open(path, "rb") as file:
+            shot += (file.read(),)
+    elif stat.S_ISDIR(st.st_mode):
+        shot += (sorted(os.listdir(path)),)
+    return shot
+
+
+def _make_file(path: str, peer: Peers) -> list[str]:
+    with open(path, "w") as file:
+        file.write("precious notes\n")
+    return [path]
+
+
+def _make_directory(path: str, peer: Peers) -> list[str]:
+    os.mkdir(path)
+    _make_file(os.path.join(path, "inside"), peer)
+    return [path, os.path.join(path, "inside")]
+
+
+def _make_symlink_to_file(path: str, peer: Peers) -> list[str]:
+    target = path + ".target"
+    _make_file(target, peer)
+    os.symlink(target, path)
+    return [path, target]
+
+
+def _make_dangling_symlink(path: str, peer: Peers) -> list[str]:
+    os.symlink(path + ".nowhere", path)
+    return [path]
+
+
+def _make_symlink_to_live_socket(path: str, peer: Peers) -> list[str]:
+    target = path + ".live"
+    peer.listen(target)
+    os.symlink(target, path)
+    return [path, target]
+
+
+def _make_fifo(path: str, peer: Peers) -> list[str]:
+    os.mkfifo(path)
+    return [path]
+
+
+NOT_SOCKETS = {
+    "regular_file": _make_file,
+    "directory": _make_directory,
+    "symlink_to_file": _make_symlink_to_file,
+    "dangling_symlink": _make_dangling_symlink,
+    "symlink_to_live_socket": _make_symlink_to_live_socket,
+    "fifo": _make_fifo,
+}
+
+
+@pytest.mark.parametrize("kind", NOT_SOCKETS)
+def test_path_that_is_not_a_socket_is_left_alone_with_an_error(
+    spawn: Spawner, peer: Peers, sock_path: str, kind: str
+) -> None:
+    watched = NOT_SOCKETS[kind](sock_path, peer)
+    before = {path: _snapshot(path) for path in watched}
+
+    talk = spawn(sock_path)
+    exit_with_one_line(talk, f"talk: {sock_path} exists and is not a socket")
+    assert "Traceback" not in talk.output
+    after = {path: _snapshot(path) for path in watched}
+    assert after == before, f"the {kind} at the socket path was touched"
+
+
+def test_missing_directory_is_a_clear_error(spawn: Spawner, sock_path: str) -> None:
+    directory = os.path.join(os.path.dirname(sock_path), "missing")
+    path = os.path.join(directory, "talk.sock")
+    talk = spawn(path)
+    exit_with_one_line(talk, f"talk: cannot create socket {path}: ")
+    assert not os.path.exists(directory), "talk.py created the missing directory"
+
+
+@needs_root
+def test_unwritable_directory_is_a_clear_error(
+    spawn: Spawner, public_dir: str, code_dir: str
+) -> None:
+    path = os.path.join(public_dir, "talk.sock")
+    talk = spawn_as(spawn, code_dir, NOBODY, "--socket", path)
+    exit_with_one_line(talk, f"talk: cannot create socket {path}: ")
+    assert os.listdir(public_dir) == [], "something was created in the directory"
+
+
+@needs_root
+def test_stale_socket_of_another_user_in_sticky_directory_suggests_socket_option(
+    spawn: Spawner, public_dir: str, code_dir: str
+) -> None:
+    sticky = os.path.join(public_dir, "shared")
+    os.mkdir(sticky)
+    os.chmod(sticky, 0o1777)  # like /tmp: only a file's owner may remove it
+    path = os.path.join(sticky, "talk.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()
+    os.chmod(path, 0o666)  # as talk.py leaves its own socket: anyone may connect
+    os.chown(path, NOBODY, NOBODY)
+    before = _snapshot(path)
+
+    talk = spawn_as(spawn, code_dir, OTHER_UID, "--socket", path)
+    printed = exit_with_one_line(talk, f"talk: {path} is a stale socket")
+    assert "cannot be removed" in printed and "--socket" in printed, printed
+    assert _snapshot(path) == before, "the other user's socket was touched"
+
+
+# talk.py held back just before it looks at the socket path. Its connect_or_wait() first marks
+# that it is ready (a file named argv[2] + pid), then reads from the FIFO argv[1] the instant (a
+# time.monotonic() value, the same clock in every process) at which to go on, and waits for it.
+# Two of these set up the same socket within microseconds of each other, which two talks simply
+# started back to back (milliseconds apart) almost never do.
+_AT_THE_SIGNAL = """\
+import os
+import struct
+import sys
+import time
+sys.path.insert(0, {repo!r})
+import talk
+
+gate, ready = sys.argv[1], sys.argv[2]
+original = talk.connect_or_wait
+
+
+async def connect_or_wait(*args):
+    fd = os.open(gate, os.O_RDONLY)
+    open(ready + str(os.getpid()), "w").close()
+    (start,) = struct.unpack("d", os.read(fd, 8))
+    os.close(fd)
+    while time.monotonic() < start:
+        pass
+    return await original(*args)
+
+
+talk.connect_or_wait = connect_or_wait
+sys.exit(talk.main(sys.argv[3:]))
+"""
+
+
+def _start_together(spawn: Spawner, path: str, starter: str, gate_path: str) -> tuple[Talk, Talk]:
+    """Two talk.py on ``path`` that look at it at the same instant."""
+    os.mkfifo(gate_path)
+    gate = os.open(gate_path, os.O_RDWR)  # so that neither blocks opening it
+    try:
+        ready = gate_path + "-ready-"
+        args = [starter, gate_path, ready, "--socket", path]
+        first, second = spawn(path, args=args), spawn(path, args=args)
+        for pid in (first.pid, second.pid):
+            wait_until(partial(os.path.exists, f"{ready}{pid}"), what=f"pid {pid} to be ready")
+        os.write(gate, struct.pack("d", time.monotonic() + 0.05) * 2)
+    finally:
+        os.close(gate)
+    return first, second
+
+
+def test_two_started_at_once_connect_to_each_other(
+    spawn: Spawner, peer: Peers, sock_path: str, tmp_path: Path
+) -> None:
+    starter = tmp_path / "talk_at_the_signal.py"
+    starter.write_text(_AT_THE_SIGNAL.format(repo=str(REPO_ROOT)))
+    directory = os.path.dirname(sock_path)
+    for round_ in range(6):
+        path = os.path.join(directory, f"race{round_}.sock")
+        if round_ % 2:
+            stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            stale.bind(path)
+            stale.close()
+        first, second = _start_together(spawn, path, str(starter), str(tmp_path / f"go{round_}"))
+
+        first.wait_for_row(0, talking_to(second.pid))
+        second.wait_for_row(0, talking_to(first.pid))
+        assert stat.S_ISSOCK(os.lstat(path).st_mode), f"round {round_}: socket file gone"
+        third = peer(path)
+        line = third.read_line()
+        assert line.startswith(b"talk: busy"), f"round {round_}: a third caller got {line!r}"
+        assert os.path.exists(path), f"round {round_}: the live socket file was removed"
+        first.close()
+        second.close()
+
+
+def test_hang_up_leaves_alone_a_socket_file_that_replaced_its_own(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    talk, _other = start_with_peer(spawn, peer, sock_path)
+    # Someone removes talk's socket file and serves on the same path (a cleanup script, another
+    # program): when talk hangs up, the file there is not its own to remove.
+    os.unlink(sock_path)
+    peer.listen(sock_path)
+    before = _snapshot(sock_path)
+
+    talk.send_line(".")
+    status, printed = exit_of(talk)
+    assert status == 0, f"exit status {status}; printed {printed!r}"
+    assert os.path.exists(sock_path), "talk.py removed a socket file it did not create"
+    assert _snapshot(sock_path) == before, "talk.py touched a socket file it did not create"
+
+
 WAY_OUT = "--socket PATH"
 
 
@@ -65,9 +310,6 @@ def ended_with_one_line(talk: Talk) -> str:
 def leftovers(directory: str, *expected: str) -> list[str]:
     """Files in ``directory`` other than ``expected`` (talk's private names included)."""
     return sorted(set(os.listdir(directory)) - set(expected))
-
-
-# -- no lock that someone else can hold ---------------------------------------------------------
 
 
 @pytest.fixture
@@ -88,7 +330,7 @@ def test_a_lock_held_on_the_directory_does_not_hold_talk_up(
     wait_for_status(second, talking_to(first.pid))
     wait_for_status(first, talking_to(second.pid))
     took = time.monotonic() - started
-    assert took < PROMPTLY, f"two talks took {took:.1f}s to meet"
+    assert took < EXIT_WITHIN, f"two talks took {took:.1f}s to meet"
 
 
 def test_ctrl_c_ends_talk_at_once_while_someone_holds_a_lock(
@@ -107,7 +349,7 @@ def test_ctrl_c_ends_talk_at_once_while_someone_holds_a_lock(
     assert talk.wait_exit(DEADLINE) == 128 + signal.SIGINT, talk.output
     assert talk.eof_at is not None
     took = talk.eof_at - pressed
-    assert took < PROMPTLY, f"Ctrl-C took {took:.1f}s to end talk.py"
+    assert took < EXIT_WITHIN, f"Ctrl-C took {took:.1f}s to end talk.py"
     assert talk.last_line == "talk: interrupted", talk.after_exit
     assert not os.path.exists(sock_path), "the socket file was left behind"
 
@@ -123,16 +365,17 @@ def open_files(pid: int) -> set[str]:
     return paths
 
 
-# -- signals at every moment of start-up ----------------------------------------------------------
-
 SIGNALS = {
     "sigint": (signal.SIGINT, "talk: interrupted"),
     "sigterm": (signal.SIGTERM, "talk: terminated"),
     "sighup": (signal.SIGHUP, "talk: hung up"),
 }
+
+
 #: Moments after talk.py starts to run, in seconds, spread over what start-up takes (about
 #: 0.1 s: imports, terminal checks, socket set-up, the first screen) and a little after.
 MOMENTS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.09, 0.12, 0.15, 0.2, 0.3)
+
 
 # Runs talk.py (argv[2]) as ``python3 talk.py ARGS...`` typed in a shell would, but creates the
 # file argv[1] once the interpreter is up and talk.py compiled: what comes before is Python's
@@ -182,7 +425,7 @@ def test_a_signal_at_any_moment_of_start_up_ends_talk_cleanly(
         at = f"{name} {moment:.2f}s after the start"
         status = talk.wait_exit(DEADLINE)
         assert status == 128 + signum, f"{at}: exit status {status}; {talk.after_exit!r}"
-        assert talk.eof_at is not None and talk.eof_at - sent < PROMPTLY, f"{at}: slow"
+        assert talk.eof_at is not None and talk.eof_at - sent < EXIT_WITHIN, f"{at}: slow"
         assert "Traceback" not in talk.output, f"{at}: {talk.output}"
         if ENTER_ALTERNATE_SCREEN in talk.raw:
             assert talk.raw.rfind(LEAVE_ALTERNATE_SCREEN) > talk.raw.rfind(
@@ -192,8 +435,6 @@ def test_a_signal_at_any_moment_of_start_up_ends_talk_cleanly(
         assert leftovers(directory) == [], f"{at}: left behind {leftovers(directory)}"
         talk.close()
 
-
-# -- no symbolic link followed ------------------------------------------------------------------
 
 # talk.main() with an attacker who plants a symbolic link at the socket path (argv[1], pointing
 # to argv[2]) right after talk.py first looks at the path, by any means.
@@ -287,9 +528,6 @@ def test_the_socket_mode_is_never_set_through_a_link(
     assert victim.read_text() == "private notes\n"
 
 
-# -- a listener that takes no more calls --------------------------------------------------------
-
-
 def test_a_listener_with_a_full_backlog_is_reported_busy(
     spawn: Spawner, peer: Peers, sock_path: str
 ) -> None:
@@ -304,39 +542,6 @@ def test_a_listener_with_a_full_backlog_is_reported_busy(
         queued.close()
     assert printed.startswith(f"talk: {sock_path} is busy"), printed
     assert f"({LOGIN}'s)" in printed and "--socket PATH" in printed, printed
-
-
-# -- the exit status tells the truth -------------------------------------------------------------
-
-
-def test_a_conversation_that_ends_in_an_error_exits_non_zero(
-    spawn: Spawner, peer: Peers, sock_path: str
-) -> None:
-    listener = peer.listen(sock_path)
-    talk = spawn(sock_path)
-    other = listener.accept(DEADLINE)
-    wait_for_status(talk, talking_to(os.getpid()))
-    talk.send_line("a line the other side never reads")
-    talk.wait_until(lambda t: "never reads" in t.text() and drawn(t), DEADLINE, "the line")
-    # Closing with unread data resets the connection: talk's next read fails (ECONNRESET).
-    wait_until(lambda: unread_by(other) > 0, DEADLINE, "the line to reach the peer")
-    other.close()
-    # The conversation stays on the screen, saying what went wrong, until a key closes it.
-    wait_for_status(talk, "connection failed: ")
-    wait_for_status(talk, "press any key to close")
-    talk.type("q")
-    status = talk.wait_exit(DEADLINE)
-    assert status == 1, f"exit status {status}; printed {talk.after_exit!r}"
-    assert talk.last_line.startswith("talk: connection lost: "), talk.after_exit
-
-
-def unread_by(peer: Peer) -> int:
-    """Bytes waiting in the peer's receive queue (FIONREAD)."""
-    out = fcntl.ioctl(peer.sock.fileno(), termios.FIONREAD, struct.pack("i", 0))
-    return int(struct.unpack("i", out)[0])
-
-
-# -- every path problem names the way out -------------------------------------------------------
 
 
 def test_a_path_with_control_characters_is_reported_inert(spawn: Spawner, sock_path: str) -> None:
@@ -402,3 +607,27 @@ def test_an_unwritable_directory_names_the_socket_option(
     assert printed.startswith(f"talk: cannot create socket {path}: "), printed
     assert WAY_OUT in printed, printed
     assert leftovers(directory) == []
+
+
+def test_help_explains_the_program_and_the_socket_option(spawn: Spawner, sock_path: str) -> None:
+    talk = spawn(sock_path, "--help")
+    assert talk.wait_exit() == 0
+    text = talk.output
+    assert "usage" in text.lower()
+    assert "--socket" in text
+    assert len(text.split()) > 15, "--help should explain the program, not just name options"
+    assert not os.path.exists(sock_path)
+
+
+def test_socket_file_is_read_write_for_everyone(spawn: Spawner, sock_path: str) -> None:
+    old_umask = os.umask(0o077)  # the child inherits it: talk.py has to set the mode itself
+    try:
+        talk = spawn(sock_path)
+    finally:
+        os.umask(old_umask)
+    # Not just "the file exists": bind() creates it with the umask's mode and talk.py sets the
+    # mode a moment later; it says it is waiting once the socket is set up.
+    wait_for_waiting(talk, sock_path)
+    wait_until(lambda: os.path.exists(sock_path), what="the socket file")
+    mode = stat.S_IMODE(os.stat(sock_path).st_mode)
+    assert mode & 0o666 == 0o666, oct(mode)

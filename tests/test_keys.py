@@ -1,5 +1,6 @@
-"""Unit tests of the pure pieces behind issue 8: the KeyDecoder (Alt keys, bracketed paste,
-unknown escape sequences), moving by word, tabs, and reading back through the History."""
+"""Unit tests of keys and editing: the line being typed (InputLine), and the KeyDecoder that
+names Alt keys, takes bracketed pastes literally and swallows unknown escape sequences.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import curses
 import pytest
 
 import talk
-from talk import ESC, History, InputLine, KeyDecoder, Pasted, first_that_fits
+from talk import (
+    ESC,
+    InputLine,
+    KeyDecoder,
+    Pasted,
+    text_width,
+)
 
 
 def decode(*keys: talk.Key, pause: bool = False) -> list[talk.Key]:
@@ -19,9 +26,6 @@ def decode(*keys: talk.Key, pause: bool = False) -> list[talk.Key]:
 
 def chars(text: str) -> list[talk.Key]:
     return list(text)
-
-
-# -- KeyDecoder ----------------------------------------------------------------------------------
 
 
 def test_plain_keys_pass_through_unchanged() -> None:
@@ -96,9 +100,6 @@ def test_a_paste_is_one_paste_across_pauses() -> None:
     assert out == [".", "."] and isinstance(out[0], Pasted) and not isinstance(out[1], Pasted)
 
 
-# -- InputLine: words and tabs -------------------------------------------------------------------
-
-
 def typed(text: str, cursor: int | None = None) -> InputLine:
     line = InputLine()
     for ch in text:
@@ -133,82 +134,75 @@ def test_a_tab_becomes_spaces_to_the_next_tab_stop() -> None:
     assert wide.text == "漢字    "
 
 
-# -- History: reading back -----------------------------------------------------------------------
+def test_backspace_deletes_the_character_before_the_cursor() -> None:
+    line = typed("abc")
+    line.backspace()
+    assert line.text == "ab"
+    line.left()
+    line.backspace()
+    assert line.text == "b"
+    line.backspace()
+    assert line.text == "b"
 
 
-def history_of(n: int, height: int = 5) -> History:
-    history = History()
-    history.resize(40, height)
-    for i in range(n):
-        history.add("<you>", f"msg {i}")
-    return history
+def test_typing_goes_in_at_the_cursor() -> None:
+    line = typed("ac")
+    line.left()
+    line.insert("b")
+    line.home()
+    line.insert(">")
+    line.end()
+    line.insert("<")
+    assert line.text == ">abc<"
 
 
-def test_messages_arriving_while_scrolled_back_are_counted_and_the_view_stays() -> None:
-    history = history_of(20)
-    history.page_up()
-    view = history.window()
-    for i in range(3):
-        history.add("<you>", f"new {i}")
-    assert history.unseen == 3 and history.window() == view
+def test_delete_removes_the_character_under_the_cursor() -> None:
+    line = typed("abc")
+    line.home()
+    line.delete()
+    assert line.text == "bc"
+    line.end()
+    line.delete()
+    assert line.text == "bc"
 
 
-def test_nothing_is_counted_while_at_the_newest() -> None:
-    history = history_of(20)
-    history.add("<you>", "new")
-    assert history.unseen == 0 and history.window()[-1] == "<you> new"
+def test_ctrl_w_deletes_the_word_before_the_cursor() -> None:
+    line = typed("hello big  world  ")
+    line.delete_word()
+    assert line.text == "hello big  "
+    line.delete_word()
+    assert line.text == "hello "
 
 
-def test_paging_down_counts_down_what_is_still_below() -> None:
-    history = history_of(20)  # pages of 4 rows, 5 rows shown
-    history.page_up()
-    history.page_up()
-    for i in range(6):
-        history.add("<you>", f"new {i}")
-    assert history.unseen == 6
-    history.page_down()
-    history.page_down()  # back where the newest was: all 6 still below
-    assert history.unseen == 6 and history.window()[-1] == "<you> msg 19"
-    history.page_down()
-    assert history.unseen == 2 and history.window()[-1] == "<you> new 3"
-    history.page_up()  # what was seen stays seen
-    assert history.unseen == 2
-    history.newest()
-    assert history.unseen == 0 and history.scroll == 0 and history.window()[-1] == "<you> new 5"
+def test_take_returns_the_line_and_empties_it() -> None:
+    line = typed("héllo")
+    assert line.take() == "héllo"
+    assert line.text == ""
+    assert line.cursor == 0
 
 
-def test_newest_is_one_step_back_after_a_flood() -> None:
-    history = history_of(20)
-    history.page_up()
-    for i in range(3000):
-        history.add("<you>", f"flood {i}")
-    assert history.unseen == 3000
-    history.newest()
-    assert history.window()[-1] == "<you> flood 2999"
+def test_a_long_line_scrolls_sideways_to_keep_the_cursor_in_view() -> None:
+    line = typed("".join(str(i % 10) for i in range(100)))
+    shown, x = line.view(20)
+    assert shown.endswith("789") and x < 20
+    assert text_width(shown) <= 20
+    assert shown[:x] == line.text[100 - x :]
+    line.home()
+    shown, x = line.view(20)
+    assert x == 0 and shown == line.text[:20]
 
 
-# -- fitting text --------------------------------------------------------------------------------
+def test_sideways_scroll_counts_wide_characters_as_two_columns() -> None:
+    line = typed("漢" * 30)
+    shown, x = line.view(21)
+    assert x <= 20 and text_width(shown) <= 21
+    assert x == text_width(shown)
 
 
-def test_the_first_text_that_fits_is_chosen_else_the_last_is_cut() -> None:
-    assert first_that_fits(["long one", "short", "s"], 6) == "short"
-    assert first_that_fits(["long one", "short"], 3) == "sho"
-    assert first_that_fits(["漢字漢字"], 5) == "漢字"
-
-
-def test_the_count_stays_right_when_the_oldest_messages_are_dropped() -> None:
-    history = History(limit=10)
-    history.resize(40, 5)
-    for i in range(10):
-        history.add("<you>", f"msg {i}")
-    history.page_up()
-    history.page_up()  # at the oldest
-    assert history.window()[0] == "<you> msg 0"
-    for i in range(3):
-        history.add("<you>", f"new {i}")
-    assert history.window()[0] == "<you> msg 3"  # the view had to move with the oldest
-    assert history.unseen == 3
-    history.page_down()  # 4 rows down: new 0 and new 1 come into view
-    assert history.unseen == 1 and history.window()[-1] == "<you> new 1"
-    history.page_down()
-    assert history.unseen == 0 and history.window()[-1] == "<you> new 2"
+def test_deleting_at_the_end_of_a_scrolled_line_brings_earlier_text_back() -> None:
+    line = typed("a" * 50)
+    line.view(20)
+    for _ in range(45):
+        line.backspace()
+    shown, x = line.view(20)
+    assert shown == "aaaaa" and x == 5

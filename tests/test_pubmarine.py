@@ -23,11 +23,13 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from terminal import (
+    DEADLINE,
+)
 
 import pubmarine
 from pubmarine import EventNotFoundError, PubMarineError, PubPen
 
-DEADLINE = 10.0  # seconds; only reached when something is broken
 WAKE_DEADLINE = DEADLINE / 2  # a woken loop delivers in well under a millisecond
 
 
@@ -73,9 +75,6 @@ class Recorder:
 
     def method(self, value: Any) -> None:
         self.calls.append(value)
-
-
-# --- API -----------------------------------------------------------------------------------
 
 
 def test_version_is_a_release_after_0_4_3_in_both_forms() -> None:
@@ -171,9 +170,6 @@ async def test_publish_without_subscribers_is_a_no_op(pubpen: PubPen) -> None:
     pubpen.publish("nobody_listens", 1)
     await drained(pubpen)
     assert is_empty(pubpen)
-
-
-# --- 1. Deferred delivery, order --------------------------------------------------------------
 
 
 @pytest.mark.asyncio
@@ -292,9 +288,6 @@ async def test_subscription_made_by_a_callback_misses_events_already_published(
     ]
 
 
-# --- 2. N subscriptions, N calls ---------------------------------------------------------------
-
-
 @pytest.mark.asyncio
 async def test_callback_subscribed_n_times_is_called_n_times(pubpen: PubPen) -> None:
     calls: list[int] = []
@@ -314,9 +307,6 @@ async def test_bound_method_subscribed_n_times_is_called_n_times(pubpen: PubPen)
     pubpen.publish("e", 1)
     await drained(pubpen)
     assert calls == [1, 1, 1]
-
-
-# --- 3. References -------------------------------------------------------------------------------
 
 
 @pytest.mark.asyncio
@@ -462,9 +452,6 @@ async def test_unsubscribe_leaves_nothing_behind(pubpen: PubPen) -> None:
     await drained(pubpen)
 
 
-# --- 4. Unsubscribe wins -------------------------------------------------------------------------
-
-
 @pytest.mark.asyncio
 async def test_unsubscribe_wins_over_an_event_already_published(pubpen: PubPen) -> None:
     calls: list[int] = []
@@ -552,9 +539,6 @@ async def test_removing_many_subscriptions_in_reverse_is_fast(pubpen: PubPen) ->
         pubpen.unsubscribe(sub_id)
     assert loop.time() - started < 5.0  # a generous bound; it takes a few tens of ms
     assert is_empty(pubpen)
-
-
-# --- 5. Coroutine callbacks ---------------------------------------------------------------------
 
 
 @pytest.mark.asyncio
@@ -669,9 +653,6 @@ async def test_callback_tasks_draining_at_the_same_time_resume_together(pubpen: 
     assert sorted(calls[:2]) == ["work a", "work b"]
     assert sorted(calls[2:]) == ["a resumed", "b resumed"]
     assert not pubpen._tasks
-
-
-# --- 6. Isolation --------------------------------------------------------------------------------
 
 
 @pytest.mark.asyncio
@@ -796,9 +777,6 @@ def test_system_exit_and_keyboard_interrupt_propagate_and_the_rest_waits(
         assert errors == []
     finally:
         loop.close()
-
-
-# --- 7. Threads and the loop ----------------------------------------------------------------------
 
 
 @pytest.mark.asyncio
@@ -1074,8 +1052,6 @@ async def test_republishing_callback_does_not_starve_socket_io(pubpen: PubPen) -
         right.close()
 
 
-# --- What the README says of pubmarine 0.4.3 ------------------------------------------------------
-
 # Run against pubmarine 0.4.3 in a subprocess (its module name is ours too); prints what it saw.
 # 0.4.3 has no drain(): publish() schedules each callback with loop.call_soon at once, so one
 # `await asyncio.sleep(0)` lets every callback scheduled so far run before the script resumes.
@@ -1187,6 +1163,7 @@ async def main():
 asyncio.run(main())
 print(json.dumps(seen))
 """
+
 
 # What the README says of 0.4.3 (whitespace aside), and what 0.4.3 must then do.
 CLAIMS_ABOUT_0_4_3: list[tuple[str, str, Any]] = [

@@ -1,24 +1,17 @@
-"""Unit tests of talk.py's socket set-up pieces (issue 7, §2): what each does to the files at
-a path, on real sockets in a temporary directory, without a terminal; and of a private call's
-(issue 9): where the two meet, who is logged in where, how often the party is told."""
+"""Unit tests of the socket set-up pieces: what each does to the files at a path, on real
+sockets in a temporary directory, without a terminal.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import pwd
 import socket
 import stat
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from login_records import utmp_record, write_utmp
 
 import talk
-from pubmarine import PubPen
-
-LOGIN = pwd.getpwuid(os.getuid()).pw_name  # the user name talk.py shows for this process
 
 
 @pytest.fixture
@@ -96,51 +89,3 @@ def test_listen_on_makes_a_socket_everyone_may_use_whatever_the_umask(sock_path:
         assert os.listdir(os.path.dirname(sock_path)) == ["talk.sock"], "private name left"
     finally:
         sock.close()
-
-
-def test_meeting_places_are_the_same_whoever_calls() -> None:
-    assert talk.meeting_path("/var/tmp", 1001, 1000) == "/var/tmp/talk-1000-1001.sock"
-    assert talk.meeting_path("/var/tmp", 1000, 1001) == "/var/tmp/talk-1000-1001.sock"
-
-
-def test_login_records_are_read_as_who_reads_them(tmp_path: Path) -> None:
-    utmp = write_utmp(
-        str(tmp_path / "utmp"),
-        utmp_record("bob", "pts/3"),
-        utmp_record("alice", "pts/4"),
-        utmp_record("bob", "pts/5", kind=8),  # DEAD_PROCESS: logged out
-        utmp_record("bob", "tty2"),
-    )
-    assert talk.logged_in_terminals("bob", utmp) == ["pts/3", "tty2"]
-    assert talk.logged_in_terminals("carol", utmp) == []
-    assert talk.logged_in_terminals("bob", str(tmp_path / "missing")) == []
-
-
-@pytest.mark.asyncio
-async def test_the_party_is_told_again_every_so_often_at_most_ten_times(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Run by pytest-asyncio like the other loop tests: an asyncio.run() of its own would
-    # replace (and on Python 3.9 orphan, unclosed) the loop pytest-asyncio had set.
-    pubpen = PubPen(asyncio.get_running_loop(), talk.EVENTS)
-    shown: list[str] = []
-    pubpen.subscribe("info", shown.append)
-    told = []
-
-    async def tell(party: object, notice: str) -> str:
-        told.append(notice)
-        return "told bob on pts/3"
-
-    monkeypatch.setattr(talk, "tell", tell)
-    monkeypatch.setattr(talk, "RING_EVERY", 0.001)
-    me = pwd.getpwuid(os.getuid())
-    party = talk.Party(me, me, "/nonexistent/x.sock")
-    party.answer = "python3 talk.py me"
-    protocol = talk.TalkProtocol(pubpen)
-    await talk.ring(pubpen, party, protocol, [])
-    await pubpen.drain()
-    assert len(told) == 10
-    assert shown[0] == f"Waiting for {LOGIN}: told bob on pts/3"
-    assert shown[1] == f"Waiting for {LOGIN}: told bob on pts/3 (again: 2 of 10)"
-    assert shown[-1].endswith("(again: 10 of 10)")
-    assert len(shown) == 10

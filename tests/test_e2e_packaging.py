@@ -113,9 +113,6 @@ def test_unit_tests_run_from_the_unpacked_sdist(sdist: Path) -> None:
     assert " passed" in result.stdout.splitlines()[-1], result.stdout
 
 
-# -- beside pubmarine 0.4.3 ---------------------------------------------------------------------
-
-
 @pytest.fixture(scope="module")
 def beside_pubmarine_043(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A virtual environment with pubmarine 0.4.3 and this package installed; its bin/.

@@ -1,45 +1,149 @@
-"""Width truth over the whole of Unicode (issue 7, section 1), at unit level.
+"""Unit tests of what the screen shows: text made safe to draw, widths as curses measures them
+(over the whole of Unicode), wrapping into rows, and choosing what fits.
 
 curses draws with the C library's ``wcwidth()``; talk.py must measure with the same function,
 or a peer's row comes out wider than the screen and curses carries the rest (``<myself> ...``
-included) to the start of the next row. These tests sweep every code point, U+0000 to
-U+10FFFF, through talk.py's width helpers: ``char_width``, ``printable``, ``wrap`` (through
-``Message``, as the conversation uses it) and ``InputLine.view``, at 80 and at 23 columns.
-
-The oracle is the C library itself, asked through ctypes here, independently of talk.py's
-own cache; and, once, curses itself, which is run in a pseudo-terminal to report how far it
-moves the cursor for each character.
+included) to the start of the next row. The sweeps here run every code point, U+0000 to
+U+10FFFF, through ``char_width``, ``printable``, ``wrap`` (through ``Message``, as the
+conversation uses it) and ``InputLine.view``, at 80 and at 23 columns. The oracle is the C
+library itself, asked through ctypes independently of talk.py's own cache; and, once, curses
+itself, run in a pseudo-terminal to report how far it moves the cursor for each character.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import locale
 import sys
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from terminal import REPO_ROOT, Talk
+from terminal import REPO_ROOT, Talk, libc_wcwidth
 
 import talk
-from talk import YOU, InputLine, Message, printable
+from talk import (
+    MYSELF,
+    YOU,
+    InputLine,
+    Message,
+    char_width,
+    clip,
+    first_that_fits,
+    printable,
+    text_width,
+    wrap,
+)
+
+
+def test_the_first_text_that_fits_is_chosen_else_the_last_is_cut() -> None:
+    assert first_that_fits(["long one", "short", "s"], 6) == "short"
+    assert first_that_fits(["long one", "short"], 3) == "sho"
+    assert first_that_fits(["漢字漢字"], 5) == "漢字"
+
+
+def test_ordinary_text_is_unchanged() -> None:
+    text = "héllo wörld 漢字 😀 e\u0301 no\u00a0break"
+    assert printable(text) == text
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("a\rb", "a^Mb"),
+        ("\x1b[2J", "^[[2J"),
+        ("\x08\x08", "^H^H"),
+        ("tab\there", "tab^Ihere"),
+        ("del\x7f", "del^?"),
+        ("\x00", "^@"),
+        ("\u009b2J", "<U+009B>2J"),
+        ("\u0085", "<U+0085>"),
+        ("\u202eevil", "<U+202E>evil"),
+        ("a\u2028b", "a<U+2028>b"),
+    ],
+)
+def test_control_characters_are_shown_as_visible_text(raw: str, shown: str) -> None:
+    assert printable(raw) == shown
+
+
+def test_nothing_printable_returns_contains_a_control_character() -> None:
+    everything = "".join(chr(c) for c in range(0x250)) + "\u200b\u2066\ue000\U000e0001"
+    shown = printable(everything)
+    assert all(ch.isprintable() or ch == "\u00a0" for ch in shown)
+
+
+def test_character_widths() -> None:
+    assert char_width("a") == 1
+    assert char_width("漢") == 2
+    assert char_width("😀") == 2
+    assert char_width("\u0301") == 0
+    assert text_width("漢字ab") == 6
+
+
+def test_clip_never_splits_a_wide_character() -> None:
+    assert clip("ab漢字", 3) == "ab"
+    assert clip("ab漢字", 4) == "ab漢"
+    assert clip("abc", 10) == "abc"
+
+
+def test_wrap_fits_every_row_in_the_width() -> None:
+    text = "the quick brown fox jumps over the lazy dog " * 5 + "x" * 40 + " 漢字 end"
+    rows = wrap(text, 17, indent=4)
+    assert all(text_width(row) <= 17 for row in rows)
+    assert "".join("".join(rows).split()) == "".join(text.split())  # nothing lost
+
+
+def test_wrap_breaks_between_words() -> None:
+    assert wrap("aaa bbb ccc", 8) == ["aaa bbb ", "ccc"]
+
+
+def test_wrap_breaks_inside_a_word_longer_than_the_row() -> None:
+    assert wrap("abcdefghij", 4) == ["abcd", "efgh", "ij"]
+
+
+def test_wrap_breaks_a_word_wider_than_a_row_where_the_row_ends() -> None:
+    rows = wrap("<you> " + "x" * 30, 12, indent=6)
+    assert rows == ["<you> xxxxxx", "      xxxxxx", "      xxxxxx", "      xxxxxx", "      xxxxxx"]
+    assert all(text_width(row) <= 12 for row in rows)
+
+
+def test_wrap_breaks_cjk_text_without_spaces_anywhere_between_characters() -> None:
+    assert wrap("<you> " + "漢" * 6, 10, indent=6) == ["<you> 漢漢", "      漢漢", "      漢漢"]
+
+
+def test_wrap_does_not_split_wide_characters() -> None:
+    rows = wrap("漢" * 7, 5)
+    assert rows == ["漢漢", "漢漢", "漢漢", "漢"]
+
+
+def test_wrapped_rows_after_the_first_are_indented() -> None:
+    rows = wrap("x" * 30, 10, indent=3)
+    assert rows[0] == "x" * 10
+    assert all(row.startswith("   ") and len(row) <= 10 for row in rows[1:])
+
+
+def test_a_message_cannot_start_a_row_with_a_forged_prefix() -> None:
+    for width in range(20, 90):
+        for pad in range(0, 2 * width):
+            text = " " * pad + f"{MYSELF} forged"
+            rows = Message(YOU, text).rows(width)
+            assert not any(row.startswith(MYSELF) for row in rows), (width, pad)
+            assert all(row.startswith(" ") for row in rows[1:])
+
 
 ALL = range(sys.maxunicode + 1)
+
+
 CHUNK = 40  # code points per line: "lines of a few dozen characters"
+
+
 WIDTHS = (80, 23)
+
+
 #: General categories that must never reach the terminal as themselves: controls, format
 #: characters (bidi overrides...), surrogates, private use, unassigned, line/para separators.
 INERT_ONLY = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-
-
-def _libc_wcwidth() -> Callable[[int], int]:
-    function = ctypes.CDLL(None).wcwidth
-    function.argtypes = [ctypes.c_int32]
-    function.restype = ctypes.c_int
-    return function
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +163,7 @@ def utf8() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def oracle(utf8: None) -> list[int]:
     """The C library's wcwidth() of every code point, asked directly."""
-    wcwidth = _libc_wcwidth()
+    wcwidth = libc_wcwidth()
     return [wcwidth(code) for code in ALL]
 
 
@@ -74,9 +178,6 @@ def lines_of_every_code_point() -> Iterator[str]:
     """U+0000 .. U+10FFFF in order, CHUNK at a time (surrogates included: a str holds them)."""
     for start in range(0, len(ALL), CHUNK):
         yield "".join(map(chr, range(start, min(start + CHUNK, len(ALL)))))
-
-
-# -- one notion of width -------------------------------------------------------------------------
 
 
 def test_char_width_is_the_c_library_wcwidth_for_every_code_point(oracle: list[int]) -> None:
@@ -124,9 +225,6 @@ def test_char_width_is_how_far_curses_moves_the_cursor_for_every_code_point(tmp_
     assert not wrong, f"{len(wrong)} code points curses draws at another width: {shown}"
 
 
-# -- what cannot be drawn is spelled out --------------------------------------------------------
-
-
 def test_every_code_point_is_drawn_as_itself_only_if_it_is_inert_and_drawable(
     oracle: list[int],
 ) -> None:
@@ -157,9 +255,6 @@ def test_a_locale_that_cannot_draw_a_character_gets_it_spelled_out(utf8: None) -
         talk.forget_widths()
 
 
-# -- wrapping: every row fits, rows after the first are indented, nothing is lost ---------------
-
-
 @pytest.mark.parametrize("columns", WIDTHS)
 def test_every_code_point_wraps_into_rows_that_fit(oracle: list[int], columns: int) -> None:
     indent = len(YOU) + 1
@@ -183,9 +278,6 @@ def test_every_code_point_wraps_into_rows_that_fit(oracle: list[int], columns: i
         if len(problems) >= 10:
             break
     assert not problems, "\n".join(problems)
-
-
-# -- the input line: the view fits and the cursor is where the character is --------------------
 
 
 def _cursor_is_right(line: InputLine, text: str, x: int, oracle: list[int]) -> bool:

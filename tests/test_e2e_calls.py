@@ -1,4 +1,4 @@
-"""End-to-end tests of ``talk.py USER``: private calls between real users (issue 9).
+"""End-to-end tests of ``talk.py USER``: private calls between real users.
 
 alice, bob and mallory are real accounts (created with useradd; these tests need root and skip
 otherwise), each running the real talk.py in a pty of their own. The kernel tells each side who
@@ -29,17 +29,29 @@ from typing import TypedDict
 import pytest
 from as_user import as_user, ensure_user, python_for_others, shared_dir, spawn_as
 from login_records import utmp_record, write_utmp
-from terminal import LOGIN, TALK_PY, Spawner, Talk, child_env, conversation, drawn, wait_until
+from terminal import (
+    DEADLINE,
+    LOGIN,
+    TALK_PY,
+    Spawner,
+    Talk,
+    child_env,
+    conversation,
+    drawn,
+    last_row,
+    wait_until,
+)
 
-DEADLINE = 10.0
 ALICE, BOB, MALLORY = "talk-alice", "talk-bob", "talk-mallory"
 
+
 People = dict[str, pwd.struct_passwd]  # the people fixture: login -> account
+
+
 Squat = Callable[[str], None]  # the squatter fixture: listen at a path as mallory
+
+
 Terminal = tuple[int, str]  # the bobs_terminal fixture: a pty's master fd and its pts/N
-
-
-# -- fixtures ------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -133,16 +145,8 @@ def meet(
     return alice, bob
 
 
-def last_row(talk: Talk) -> str:
-    shown = [row for row in conversation(talk) if row]
-    return shown[-1] if shown else ""
-
-
 def says(talk: Talk, text: str) -> None:
     talk.wait_until(lambda t: last_row(t) == text and drawn(t), DEADLINE, repr(text))
-
-
-# -- the call itself -----------------------------------------------------------------------------
 
 
 def test_alice_calls_bob_bob_answers_and_both_see_who_the_other_is(
@@ -202,6 +206,7 @@ s.settimeout(10)
 while data := s.recv(4096):
     sys.stdout.buffer.write(data)
 """
+
 
 # Listens on argv[1] forever, taking no call: a squatter.
 _SQUAT = """\
@@ -294,9 +299,6 @@ def test_the_caller_will_not_talk_to_whoever_holds_the_path(
     assert b"\x1b[?1049h" not in alice.raw, "a conversation screen was shown"
 
 
-# -- calling yourself, and nobody -----------------------------------------------------------------
-
-
 def test_calling_yourself_from_two_terminals_works(spawn: Spawner, sock_path: str) -> None:
     env = child_env(TALK_UTMP="/nonexistent")
     first = spawn(sock_path, args=[str(TALK_PY), LOGIN, "--socket", sock_path], env=env)
@@ -322,9 +324,6 @@ def test_help_lists_the_new_forms(sock_path: str) -> None:
     )
     assert result.returncode == 0
     assert "[USER]" in result.stdout and "--list" in result.stdout, result.stdout
-
-
-# -- telling bob ---------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -456,9 +455,6 @@ _EXEC = "import os, sys; os.execvp(sys.argv[1], sys.argv[1:])"
 
 def _readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
-
-
-# -- --list --------------------------------------------------------------------------------------
 
 
 def test_list_shows_who_is_waiting_and_how_to_answer(

@@ -1,0 +1,103 @@
+"""Unit tests of a call to one person (``talk.py USER``): where the two meet, who is logged in
+where, how often the person is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from login_records import utmp_record, write_utmp
+from terminal import DEADLINE, LOGIN
+
+import talk
+from pubmarine import PubPen
+
+
+def test_meeting_places_are_the_same_whoever_calls() -> None:
+    assert talk.meeting_path("/var/tmp", 1001, 1000) == "/var/tmp/talk-1000-1001.sock"
+    assert talk.meeting_path("/var/tmp", 1000, 1001) == "/var/tmp/talk-1000-1001.sock"
+
+
+def test_login_records_are_read_as_who_reads_them(tmp_path: Path) -> None:
+    utmp = write_utmp(
+        str(tmp_path / "utmp"),
+        utmp_record("bob", "pts/3"),
+        utmp_record("alice", "pts/4"),
+        utmp_record("bob", "pts/5", kind=8),  # DEAD_PROCESS: logged out
+        utmp_record("bob", "tty2"),
+    )
+    assert talk.logged_in_terminals("bob", utmp) == ["pts/3", "tty2"]
+    assert talk.logged_in_terminals("carol", utmp) == []
+    assert talk.logged_in_terminals("bob", str(tmp_path / "missing")) == []
+
+
+@pytest.fixture
+def told(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The notices talk sends, in order: tell() records them instead of running write(1)."""
+    notices: list[str] = []
+
+    async def tell(login: str, notice: str) -> str:
+        notices.append(notice)
+        return "told bob on pts/3"
+
+    monkeypatch.setattr(talk, "tell", tell)
+    return notices
+
+
+@pytest.mark.asyncio
+async def test_the_party_is_told_again_every_so_often_at_most_ten_times(
+    monkeypatch: pytest.MonkeyPatch, told: list[str]
+) -> None:
+    # Run by pytest-asyncio like the other loop tests: an asyncio.run() of its own would
+    # replace (and on Python 3.9 orphan, unclosed) the loop pytest-asyncio had set.
+    pubpen = PubPen(asyncio.get_running_loop(), talk.EVENTS)
+    shown: list[str] = []
+    pubpen.subscribe("info", shown.append)
+    monkeypatch.setattr(talk, "TELL_EVERY", 0.001)
+    me = pwd.getpwuid(os.getuid())
+    call = talk.PrivateCall(me, me, "/nonexistent/x.sock", "python3 talk.py me")
+    await call.announce(pubpen, call.places[0], [])
+    await pubpen.drain()
+    assert len(told) == 10
+    assert shown[0] == f"Waiting for {LOGIN}: told bob on pts/3"
+    assert shown[1] == f"Waiting for {LOGIN}: told bob on pts/3 (again: 2 of 10)"
+    assert shown[-1].endswith("(again: 10 of 10)")
+    assert len(shown) == 10
+
+
+@pytest.mark.asyncio
+async def test_no_notice_goes_out_once_someone_joined(
+    monkeypatch: pytest.MonkeyPatch, told: list[str], sock_path: str
+) -> None:
+    """Telling stops when the call is answered, not when the next notice is due: a notice
+    after that would land on the terminal of someone already talking."""
+    pubpen = PubPen(asyncio.get_running_loop(), talk.EVENTS)
+    monkeypatch.setattr(talk, "TELL_EVERY", 0.05)
+    me = pwd.getpwuid(os.getuid())
+    meeting = talk.PrivateCall(me, me, sock_path, "python3 talk.py me")
+    call = await talk.connect_or_wait(pubpen, meeting)
+    try:
+        await asyncio.wait_for(_until(lambda: len(told) == 1), DEADLINE)
+        me_calling = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        me_calling.connect(sock_path)  # the call is answered: by me, whom it admits
+        joined = asyncio.Event()
+        pubpen.subscribe("joined", lambda *_: joined.set())
+        await asyncio.wait_for(joined.wait(), DEADLINE)
+        assert call.telling is not None
+        await asyncio.wait([call.telling], timeout=DEADLINE)  # telling is over, one way or another
+        assert told == told[:1], "a notice went out after the call was answered"
+        assert call.telling.cancelled()
+        me_calling.close()
+    finally:
+        await call.hang_up()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.001)  # each turn of the loop lets the telling task run
