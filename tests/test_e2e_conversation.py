@@ -858,12 +858,6 @@ def test_dot_quits_and_is_not_sent(spawn: Spawner, peer: Peers, sock_path: str) 
     assert_ended(talk, trigger, "talk: you ended the conversation")
 
 
-def test_typed_text_goes_out_as_one_utf8_line(spawn: Spawner, peer: Peers, sock_path: str) -> None:
-    talk, sock = start_with_peer(spawn, peer, sock_path)
-    talk.send_line("héllo")
-    assert sock.read_line() == b"h\xc3\xa9llo\n"
-
-
 def test_two_messages_in_one_send_are_two_lines(
     spawn: Spawner, peer: Peers, sock_path: str
 ) -> None:
