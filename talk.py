@@ -777,14 +777,20 @@ KEYS = (
         dict.fromkeys(("\x0c", curses.KEY_RESIZE), lambda display: display.repaint()),
         "always",
     ),
+    KeyRow(
+        "Esc, or Enter on an empty line",
+        "close talk once the other side has left (what you typed stays until then)",
+        {ESC: lambda display: display.close_if_over()},
+        "reading",
+    ),
     KeyRow("Ctrl-C", "quit", {}),
 )
 #: Each key of the table, with when it works and what it does.
 KEY_ACTIONS = {key: (row.works, action) for row in KEYS for key, action in row.actions.items()}
 #: What the status line adds about the keys, long and short: while the conversation runs,
 #: and once it is over.
-QUIT_HINTS = ("type . alone on a line to quit", "type . to quit")
-CLOSE_HINTS = ("press any key to close", "any key closes")
+QUIT_HINTS = ("type . alone on a line to quit", "type . to quit", ". quits")
+CLOSE_HINTS = ("Esc or Enter on an empty line closes", "Esc closes")
 #: The smallest terminal the layout fits in: status, rule, one line of talk, rule, input.
 MIN_ROWS, MIN_COLS = 5, 20
 #: Terminal modes: bracketed paste marks pasted text, so that it is never taken as keys.
@@ -842,6 +848,11 @@ class Display:
         os.environ.setdefault("ESCDELAY", "25")  # a lone Esc should not stall the keyboard
         for name in ("LINES", "COLUMNS"):  # stale after the first resize; ask the terminal
             os.environ.pop(name, None)
+        loop = self.pubpen.loop
+        # Before initscr(): ncurses then leaves SIGTSTP alone. Finding it at its default, it
+        # would take it over and ignore it during every screen update, and a Ctrl-Z pressed
+        # then would be lost.
+        loop.add_signal_handler(signal.SIGTSTP, self.suspend)
         self.stdscr = curses.initscr()
         self.on_screen = True
         try:
@@ -852,7 +863,6 @@ class Display:
             self.stdscr.nodelay(True)
             with contextlib.suppress(curses.error):
                 curses.curs_set(1)
-            loop = self.pubpen.loop
             # No thread blocked in getch(): the loop watches stdin, so quitting is immediate.
             loop.add_reader(sys.stdin.fileno(), self.read_keys)
             # curses fell back to the terminfo size for a terminal that says 0x0; we do not.
@@ -860,7 +870,6 @@ class Display:
             loop.add_signal_handler(signal.SIGWINCH, self.resize)
             # Sizes that change without a SIGWINCH for us: while we were stopped (Ctrl-Z).
             loop.add_signal_handler(signal.SIGCONT, self.resize)
-            loop.add_signal_handler(signal.SIGTSTP, self.suspend)
             to_terminal(BRACKETED_PASTE_ON)
             # Send what curses has queued to set the terminal up (it turns autowrap on), so
             # that draw() can turn autowrap off before the first screen.
@@ -886,11 +895,20 @@ class Display:
         with contextlib.suppress(curses.error):
             curses.endwin()
         to_terminal(BRACKETED_PASTE_OFF)
+        if self.ending is not None:
+            # The other side left while a reply was being typed: the rest of it must not end
+            # up in the shell as a command.
+            import termios
+
+            with contextlib.suppress(OSError, termios.error):
+                termios.tcflush(sys.stdin.fileno(), termios.TCIFLUSH)
 
     def suspend(self) -> None:
-        """Ctrl-Z: give the terminal back as the shell had it, stop, and take it again on
-        ``fg`` (the size is read again then: the window may have changed meanwhile)."""
+        """Ctrl-Z: give the terminal back as the shell had it (everything talk changed, as
+        at exit), stop, and take it again on ``fg`` (the size is read again then: the window
+        may have changed meanwhile)."""
         to_terminal(BRACKETED_PASTE_OFF)
+        set_autowrap(True)
         with contextlib.suppress(curses.error):
             curses.endwin()
         loop = self.pubpen.loop
@@ -900,6 +918,10 @@ class Display:
         os.kill(os.getpid(), signal.SIGTSTP)
         loop.add_signal_handler(signal.SIGTSTP, self.suspend)
         to_terminal(BRACKETED_PASTE_ON)
+        # endwin() turned keypad mode off; without it, the cursor keys would arrive as
+        # sequences curses does not know.
+        with contextlib.suppress(curses.error):
+            self.stdscr.keypad(True)
         self.stdscr.clearok(True)
         self.resize()
 
@@ -937,9 +959,6 @@ class Display:
         works, action = bound or ("typing", None)
         if self.too_small and works != "always":
             return  # the input line is not on the screen: keys typed blind do nothing
-        if self.ending is not None and works == "typing":
-            self.pubpen.publish("quit", *self.ending)  # the conversation was over: any key ends
-            return
         if action is not None:
             action(self)
         elif isinstance(key, Pasted):
@@ -961,7 +980,17 @@ class Display:
                 self.input.insert(ch)  # as typed: view() spells out what cannot be drawn
 
     def send_line(self, literal: bool = False) -> None:
-        """Enter: send the line, as in the guide; but a lone ``.`` typed quits and is not sent."""
+        """Enter: send the line, as in the guide; but a lone ``.`` typed quits and is not sent.
+
+        Once the other side has left, Enter on an empty line closes talk, and a line typed
+        stays where it is: there is nobody to send it to.
+        """
+        if self.ending is not None:
+            if not self.input.chars:
+                self.close_if_over()
+            elif self.peer is not None:
+                self.status = (f"not sent: {self.peer.name} left",)
+            return
         line = self.input.take()
         if line == "." and not literal:
             self.pubpen.publish("quit", "you ended the conversation", 0)
@@ -969,6 +998,11 @@ class Display:
             self.pubpen.publish("outgoing", line)
             self.history.newest()  # whoever sends wants to see the line go, not old ones
             self.show_message(line, MYSELF)
+
+    def close_if_over(self) -> None:
+        """Esc: once the conversation is over, end talk (with why it ended)."""
+        if self.ending is not None:
+            self.pubpen.publish("quit", *self.ending)
 
     def repaint(self) -> None:
         """Ctrl-L: draw everything anew, and catch a size change nobody told us about."""
@@ -989,10 +1023,16 @@ class Display:
 
     def show_peer(self, peer: Peer, called_us: bool) -> None:
         """The other side is there: say who it is, and ring the bell if they called us (the
-        talk was waiting for them), as talk(1) rings for a call."""
+        talk was waiting for them), as talk(1) rings for a call. Someone who calls after the
+        other side left starts a new conversation on the same screen."""
+        last = self.peer if self.ending is not None else None  # who had left, if anyone
+        self.ending = None
+        if last is not None and peer.login == last.login:
+            self.status = (f"{peer} is back", f"{peer.name} is back", peer.name)
+        else:
+            # Shorter and shorter: the pid goes first, then the words around the login name.
+            self.status = (f"Talking to {peer}", f"Talking to {peer.name}", peer.name)
         self.peer = peer
-        # Shorter and shorter: the pid goes first, then the words around the login name.
-        self.status = (f"Talking to {peer}", f"Talking to {peer.name}", peer.name)
         self._bell = self._bell or called_us
         self.redraw()
 
@@ -1072,7 +1112,14 @@ class Display:
         if not self.status:
             return first_that_fits(hints, width)
         news = self.status[0]
-        return first_that_fits([*(f"{news} - {hint}" for hint in hints), *self.status], width)
+        candidates = [f"{news} - {hint}" for hint in hints]
+        if self.peer is None or self.ending:
+            # Waiting, or the other side left: the way out is always shown; the news is cut.
+            shortest = f" - {hints[-1]}"
+            candidates.append(clip(news, width - text_width(shortest)) + shortest)
+        else:
+            candidates += self.status  # talking: who it is with matters more
+        return first_that_fits(candidates, width)
 
     def rule(self, width: int) -> str:
         """The rule above the input line; while reading back it says what is below."""
@@ -1183,7 +1230,7 @@ class TalkProtocol(asyncio.Protocol):
         self.paused = False  # the transport's buffer is full: the other side is not reading
         self.closed: asyncio.Future[None] = pubpen.loop.create_future()
 
-        self.pubpen.subscribe("outgoing", self.send_message)
+        self.sending = self.pubpen.subscribe("outgoing", self.send_message)
 
     def send_message(self, message: str) -> None:
         data = (message + "\n").encode("utf-8", errors="replace")
@@ -1242,9 +1289,9 @@ class TalkProtocol(asyncio.Protocol):
         """Each line for the conversation; but the first line from a talk we called may say
         that it will not talk to us, which ends the program."""
         for line in lines:
-            refused = (
-                Refusal.heard(line, self.dialled) if self.first_line and self.dialled else None
-            )
+            refused = None
+            if self.first_line and self.dialled and self.peer is not None:
+                refused = Refusal.heard(line, self.dialled, self.peer)
             if refused is not None:
                 self.pubpen.publish("quit", refused, 1)
                 return
@@ -1255,6 +1302,7 @@ class TalkProtocol(asyncio.Protocol):
         # The guide also publishes ``error`` from error_received(), but asyncio calls that
         # only for datagram sockets. On a stream, a failed read or write ends the
         # connection and arrives here.
+        self.pubpen.unsubscribe(self.sending)  # lines typed from now on are for a new peer
         if exc is None:
             self.pubpen.publish("conn_lost", "the other side closed the connection", 0)
         else:
@@ -1280,6 +1328,8 @@ class Refusal(asyncio.Protocol):
 
     BUSY = "talk: busy: someone is already talking on this socket"
     PRIVATE = "talk: private: "
+    #: What each kind of refusal leaves the caller to do.
+    KINDS = (("busy", f"; {ANOTHER_CONVERSATION}"), ("private", ""))
 
     def __init__(self, line: str) -> None:
         self.line = line
@@ -1290,13 +1340,21 @@ class Refusal(asyncio.Protocol):
         transport.close()
 
     @classmethod
-    def heard(cls, line: str, place: str) -> str | None:
-        """Why the talk at ``place`` turned us away, if ``line`` is its refusal; else None."""
-        if line == cls.BUSY:
-            return f"{place} is busy: two people are already talking there; {ANOTHER_CONVERSATION}"
-        if line.startswith(cls.PRIVATE):
-            return f"{place} is private: {printable(line[len(cls.PRIVATE) :])}"
+    def heard(cls, line: str, place: str, peer: Peer) -> str | None:
+        """Why the program we called at ``place`` turned us away, if ``line`` is a refusal;
+        else None. It is that program's word, not ours, and said as such: whoever listens
+        there can send these lines."""
+        for kind, way_out in cls.KINDS:
+            prefix = f"talk: {kind}: "
+            if line.startswith(prefix):
+                why = printable(line[len(prefix) :])
+                return f"the program at {place} ({peer.name}'s) says it is {kind}: {why}{way_out}"
         return None
+
+
+#: The kernel's ``struct ucred``: a pid (signed) and a uid and gid (unsigned: uid 3000000000 is
+#: a uid like any other).
+UCRED = struct.Struct("=iII")
 
 
 class Credentials(NamedTuple):
@@ -1309,10 +1367,10 @@ class Credentials(NamedTuple):
 def peer_credentials(sock: Any) -> Credentials | None:
     """The credentials of the other end (SO_PEERCRED); None where the system cannot say."""
     try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
     except (AttributeError, OSError):
         return None
-    pid, uid, _gid = struct.unpack("3i", creds)
+    pid, uid, _gid = UCRED.unpack(creds)
     return Credentials(pid, uid)
 
 
@@ -1341,6 +1399,13 @@ def user_name(uid: int) -> str:
 SETUP_ROUNDS = 20
 #: The end of every message about a path talk cannot use.
 WAY_OUT = "use --socket PATH to choose another path"
+#: How many places a meeting has: its path, then the path with ``.1``, ``.2``, ``.3``, so that
+#: what someone left (or put) at the path does not stop anyone from meeting.
+PLACES = 4
+#: A listener with a full queue of calls is not a place held by someone: most likely someone
+#: floods it with calls. Look again this often, for this long, before going elsewhere.
+FULL_QUEUE_RETRY = 0.02
+FULL_QUEUE_PATIENCE = 3.0
 #: How long to let unsent lines drain when hanging up.
 HANGUP_TIMEOUT = 0.4
 #: What identifies one socket file, so that talk never removes a file it did not mean to:
@@ -1349,13 +1414,34 @@ HANGUP_TIMEOUT = 0.4
 FileId = tuple[int, int, int]
 
 
+class Taken(TalkError):
+    """Something at a place that talk may not use and leaves alone. ``what`` says what it is
+    in a few words, and whose (``a stale socket of amy's``)."""
+
+    def __init__(self, path: str, what: str) -> None:
+        super().__init__(f"{path} is {what}")
+        self.what = what
+
+
+class QueueFull(Taken):
+    """The program listening at a place has more calls waiting than it takes."""
+
+
 class Held(NamedTuple):
-    """A place set-up could not use: whose it is, and the problem with it, if talk found
-    one (otherwise someone listens there whom the Meeting does not admit)."""
+    """A place set-up could not use, and why in a few words: someone the Meeting does not
+    admit listens there (``held by mallory``), or what is there is Taken."""
 
     place: str
-    holder: str
-    problem: TalkError | None = None
+    what: str
+
+    def __str__(self) -> str:
+        """``talk.sock is held by mallory``, for the status line and errors."""
+        return f"{os.path.basename(self.place)} is {self.what}"
+
+
+def places_from(path: str) -> list[str]:
+    """The places of a meeting at ``path``, in the order both sides try them."""
+    return [path] + [f"{path}.{n}" for n in range(1, PLACES)]
 
 
 class Meeting:
@@ -1366,10 +1452,15 @@ class Meeting:
     and a way of telling the person; set-up never asks which kind it was handed.
     """
 
+    #: The mode of the socket file we wait on: everyone may connect (that takes write
+    #: permission); the read bits, which connecting does not use, tell --list what kind of
+    #: meeting waits there without anyone calling it: here, all set (a shared socket).
+    mode = 0o666
+
     def __init__(self, path: str) -> None:
         #: Where to meet, in order: set-up calls the first where an admitted talk waits,
         #: and otherwise waits at the first place that is free.
-        self.places = [path]
+        self.places = places_from(path)
 
     def admits(self, creds: Credentials | None) -> bool:
         """Whether we talk to the program at the other end (one that calls us, or one that
@@ -1385,12 +1476,12 @@ class Meeting:
         return f"Turned away {peer}"
 
     def nowhere(self, held: list[Held]) -> TalkError:
-        """The error when no place is free: here, what is wrong with the one path."""
-        return held[0].problem or path_error(f"{held[0].place} is held by {held[0].holder}")
+        """The error when no place is free: what is at each."""
+        return path_error(f"no free place at {self.places[0]}: " + "; ".join(map(str, held)))
 
     def waiting(self, place: str, held: list[Held]) -> str:
         """News for the status line: we wait at ``place`` (the others are ``held``)."""
-        return f"Waiting for someone to connect to {place}"
+        return f"Waiting for someone to connect to {place}{held_note(held)}"
 
     async def announce(self, pubpen: PubPen, place: str, held: list[Held]) -> None:
         """Tell whoever should know that we wait at ``place``; on the shared socket, nobody.
@@ -1399,6 +1490,11 @@ class Meeting:
 
 def path_error(message: str) -> TalkError:
     return TalkError(f"{message}; {WAY_OUT}")
+
+
+def held_note(held: list[Held]) -> str:
+    """`` (talk.sock is held by amy)``: the places we could not use, for a status line."""
+    return f" ({'; '.join(map(str, held))})" if held else ""
 
 
 class Call:
@@ -1443,22 +1539,27 @@ class Call:
 class Doorkeeper(asyncio.Protocol):
     """Meets every caller at the server: lets the first one the Meeting admits through to
     the conversation and turns everyone else away with one line (a Refusal). Whoever is
-    waiting sees only a note on the status line; the two who are talking notice nothing."""
+    waiting sees only a note on the status line; the two who are talking notice nothing.
+    Once the other side has left, the next caller the Meeting admits starts a new
+    conversation, on the same screen."""
 
-    def __init__(self, meeting: Meeting, protocol: TalkProtocol) -> None:
+    def __init__(self, meeting: Meeting, call: Call) -> None:
         self.meeting = meeting
-        self.protocol = protocol
+        self.call = call
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         creds = peer_credentials(transport.get_extra_info("socket"))
+        protocol = self.call.protocol
         door: asyncio.Protocol
-        if self.protocol.transport is not None:  # someone is already talking with us
-            door = Refusal(Refusal.BUSY)
+        if protocol.transport is not None and not protocol.closed.done():
+            door = Refusal(Refusal.BUSY)  # someone is talking with us
         elif not self.meeting.admits(creds):
             door = Refusal(self.meeting.refusal())
-            self.protocol.pubpen.publish("info", self.meeting.turned_away(peer_of(creds)))
+            protocol.pubpen.publish("info", self.meeting.turned_away(peer_of(creds)))
         else:
-            door = self.protocol
+            if protocol.transport is not None:  # that conversation is over: a new one
+                protocol = self.call.protocol = TalkProtocol(protocol.pubpen)
+            door = protocol
         transport.set_protocol(door)
         door.connection_made(transport)
 
@@ -1481,15 +1582,24 @@ async def connect_or_wait(pubpen: PubPen, meeting: Meeting) -> Call:
         if not place or "\0" in place:
             raise path_error(f"{place!r} is not a usable socket path")
     loop = pubpen.loop
-    for _ in range(SETUP_ROUNDS):
+    patience = loop.time() + FULL_QUEUE_PATIENCE
+    rounds = 0
+    while rounds < SETUP_ROUNDS:
         # Try the client side first, as in the guide.
         free: list[str] = []
         held: list[Held] = []
+        queue_full = False
         for place in meeting.places:
             try:
                 sock = dial(place)
-            except TalkError as e:
-                held.append(Held(place, owner_of(place), e))
+            except QueueFull as e:
+                if loop.time() < patience:
+                    queue_full = True  # look again from the start: it may be who we want
+                    break
+                held.append(Held(place, e.what))
+                continue
+            except Taken as e:
+                held.append(Held(place, e.what))
                 continue
             if sock is None:
                 free.append(place)
@@ -1497,17 +1607,22 @@ async def connect_or_wait(pubpen: PubPen, meeting: Meeting) -> Call:
             holder = peer_credentials(sock)
             if not meeting.admits(holder):
                 sock.close()
-                held.append(Held(place, "someone" if holder is None else user_name(holder.uid)))
+                name = "someone" if holder is None else user_name(holder.uid)
+                held.append(Held(place, f"held by {name}"))
                 continue
             _transport, protocol = await loop.create_unix_connection(
                 partial(TalkProtocol, pubpen, dialled=place), sock=sock
             )
             assert isinstance(protocol, TalkProtocol)
             return Call(protocol)
+        if queue_full:
+            await asyncio.sleep(FULL_QUEUE_RETRY)
+            continue
+        rounds += 1
         # Nobody is there: we answer, unless another talk just got there first.
         if not free:
             raise meeting.nowhere(held)
-        listening = listen_on(free[0])
+        listening = listen_on(free[0], meeting.mode)
         if listening is not None:
             return await wait_on(pubpen, meeting, free[0], listening, held)
     raise path_error(f"{meeting.places[0]} keeps changing while talk sets up")
@@ -1523,16 +1638,15 @@ async def wait_on(
     """Serve on the socket that ``listen_on()`` made at ``place``, say so, and tell whoever
     the meeting tells."""
     sock, identity = listening
-    protocol = TalkProtocol(pubpen)
+    call = Call(TalkProtocol(pubpen), path=place, identity=identity)
     try:
-        server = await pubpen.loop.create_unix_server(
-            partial(Doorkeeper, meeting, protocol), sock=sock
+        call.server = await pubpen.loop.create_unix_server(
+            partial(Doorkeeper, meeting, call), sock=sock
         )
     except BaseException:  # cancelled by a signal: leave nothing behind
         remove_own_socket(place, identity)
         sock.close()
         raise
-    call = Call(protocol, server, place, identity)
     pubpen.publish("info", meeting.waiting(place, held))
     call.telling = asyncio.ensure_future(meeting.announce(pubpen, place, held))
     pubpen.subscribe("joined", call.stop_telling)
@@ -1549,14 +1663,6 @@ def is_same_file(path: str, wanted: FileId) -> bool:
         return file_id(os.lstat(path)) == wanted
     except OSError:
         return False
-
-
-def owner_of(path: str) -> str:
-    """The login name of whoever owns ``path`` (not following a link)."""
-    try:
-        return user_name(os.lstat(path).st_uid)
-    except OSError:
-        return "someone"
 
 
 def dial(path: str) -> socket.socket | None:
@@ -1585,16 +1691,11 @@ def dial(path: str) -> socket.socket | None:
         remove_stale(path, file_id(st))
         return None
     except BlockingIOError:  # EAGAIN: the listener has more calls queued than it takes
-        owner = user_name(st.st_uid)
-        raise TalkError(
-            f"{path} is busy: the program listening there ({owner}'s) is not taking calls; "
-            f"{ANOTHER_CONVERSATION}"
-        ) from None
+        # Not "held by" its owner: it may well be the one we call, flooded by someone else.
+        raise QueueFull(path, "not taking calls (its queue is full)") from None
     except PermissionError:
         owner = user_name(st.st_uid)
-        raise path_error(
-            f"cannot connect to {path}: permission denied (it belongs to {owner})"
-        ) from None
+        raise Taken(path, f"a socket of {owner}'s that you may not connect to") from None
     except OSError as e:
         raise path_error(f"cannot connect to {path}: {e.strerror or e}") from None
     finally:
@@ -1615,11 +1716,16 @@ def open_socket_file(path: str) -> int | None:
     st = os.fstat(fd)
     if not stat.S_ISSOCK(st.st_mode):
         os.close(fd)
-        owner = user_name(st.st_uid)
-        raise TalkError(
-            f"{path} exists and is not a socket (it is {owner}'s); leaving it alone ({WAY_OUT})"
-        )
+        raise Taken(path, f"{kind_of_file(st.st_mode)} of {user_name(st.st_uid)}'s, not a socket")
     return fd
+
+
+def kind_of_file(mode: int) -> str:
+    """``a directory``, ``a symbolic link``, ...: what is at a path instead of a socket."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return kind
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a file"
 
 
 def private_name(path: str) -> str:
@@ -1643,9 +1749,7 @@ def remove_stale(path: str, stale: FileId) -> None:
     except PermissionError:
         if is_same_file(path, stale):
             owner = user_name(os.lstat(path).st_uid)
-            raise path_error(
-                f"{path} is a stale socket owned by {owner} and cannot be removed"
-            ) from None
+            raise Taken(path, f"a stale socket of {owner}'s that you may not remove") from None
         return  # it is not the stale socket any more: look again
     except OSError as e:
         raise path_error(f"cannot remove the stale socket {path}: {e.strerror or e}") from None
@@ -1662,18 +1766,18 @@ def remove_stale(path: str, stale: FileId) -> None:
     os.unlink(aside)
 
 
-def listen_on(path: str) -> tuple[socket.socket, FileId] | None:
+def listen_on(path: str, mode: int) -> tuple[socket.socket, FileId] | None:
     """A socket listening at ``path`` and its file; None if another program got there first.
 
     The socket is bound and listening under a private name before it appears at ``path``
-    (``link()`` puts it there only if the path is free). Its mode is set by the umask at
-    ``bind()``: read-write for everyone, since talk is between users; a ``chmod(path)``
-    afterwards could be sent through a link that someone put at the path in between.
+    (``link()`` puts it there only if the path is free). Its ``mode`` (see Meeting.mode) is
+    set by the umask at ``bind()``: a ``chmod(path)`` afterwards could be sent through a link
+    that someone put at the path in between.
     """
     private = private_name(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        umask = os.umask(0o111)  # a socket is made 0o777 & ~umask: 0o666
+        umask = os.umask(0o777 & ~mode)  # a socket is made 0o777 & ~umask
         try:
             sock.bind(private)
         finally:
@@ -1837,8 +1941,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "Keys: "
             + "; ".join(f"{row.keys}: {row.does}" for row in KEYS)
             + ". Pasted text is sent as it is, one message per line (a pasted "
-            '"." too). When the other side leaves, the conversation stays on the screen and '
-            "any key ends talk."
+            '"." too). When the other side leaves, the conversation stays on the screen until '
+            "Esc (or Enter on an empty line) closes it."
         ),
     )
     parser.add_argument(
@@ -1913,8 +2017,8 @@ def report_crash(context: dict[str, Any]) -> None:
 # 6. A call to one person (talk.py USER)
 # ---------------------------------------------------------------------------------------------
 
-#: How many meeting places a private call has: its path and this many minus one spares.
-MEETING_PLACES = 4
+#: A private call's socket: write permission for everyone, read for its owner alone.
+PRIVATE_MODE = 0o622
 
 
 class PrivateCall(Meeting):
@@ -1927,13 +2031,15 @@ class PrivateCall(Meeting):
     person it calls on their terminals, with ``answer``, the command that answers.
     """
 
+    mode = PRIVATE_MODE  # anyone may connect, to be told it is private; --list sees what it is
+
     def __init__(
         self, callee: pwd.struct_passwd, me: pwd.struct_passwd, base: str, answer: str
     ) -> None:
         self.login = callee.pw_name
         self.uid = callee.pw_uid
         self.me = me.pw_name
-        self.places = [base] + [f"{base}.{n}" for n in range(1, MEETING_PLACES)]
+        self.places = places_from(base)
         self.answer = answer
 
     def admits(self, creds: Credentials | None) -> bool:
@@ -1946,7 +2052,7 @@ class PrivateCall(Meeting):
         return f"Turned away {peer}; still waiting for {self.login}"
 
     def nowhere(self, held: list[Held]) -> TalkError:
-        return path_error(f"no free place to meet {self.login}: " + "; ".join(map(held_by, held)))
+        return path_error(f"no free place to meet {self.login}: " + "; ".join(map(str, held)))
 
     def waiting(self, place: str, held: list[Held]) -> str:
         return f"{self.waiting_for(held)} on {place}"
@@ -1954,8 +2060,7 @@ class PrivateCall(Meeting):
     def waiting_for(self, held: list[Held]) -> str:
         """``Waiting for bob``, and which meeting places others hold (`` (talk-1-2.sock is
         held by mallory)``): how the status line starts while a private call waits."""
-        note = f" ({'; '.join(map(held_by, held))})" if held else ""
-        return f"Waiting for {self.login}{note}"
+        return f"Waiting for {self.login}{held_note(held)}"
 
     async def announce(self, pubpen: PubPen, place: str, held: list[Held]) -> None:
         """Tell the person every TELL_EVERY seconds, TELL_TIMES times at most, and show what
@@ -1966,11 +2071,6 @@ class PrivateCall(Meeting):
             again = "" if n == 1 else f" (again: {n} of {TELL_TIMES})"
             pubpen.publish("info", f"{self.waiting_for(held)}: {news}{again}")
             await asyncio.sleep(TELL_EVERY)
-
-
-def held_by(held: Held) -> str:
-    """``talk-1-2.sock is held by mallory``."""
-    return f"{os.path.basename(held.place)} is held by {held.holder}"
 
 
 def meeting_path(directory: str, uid: int, other: int) -> str:
@@ -2182,7 +2282,8 @@ def listener_at(path: str, live: set[tuple[int, int]] | None) -> os.stat_result 
     if not stat.S_ISSOCK(st.st_mode):
         return None
     kernel_device = os.major(st.st_dev) << 20 | os.minor(st.st_dev)  # the kernel's dev_t
-    if live is not None and (kernel_device, st.st_ino) not in live:
+    # The socket table has 32 bits for the inode (XFS, tmpfs with inode64 have more).
+    if live is not None and (kernel_device, st.st_ino & 0xFFFFFFFF) not in live:
         return None  # stale
     return st
 
@@ -2213,11 +2314,19 @@ def list_waiting(socket_option: str | None) -> int:
         base = meeting_path(directory, low, high)
         option = "" if directory == os.path.dirname(PATH) else f" --socket {base}"
         lines.append(f"{caller} is waiting to talk to you: {here} {caller}{option}")
-    st = listener_at(shared, live)
-    if st is not None and st.st_uid != me:
-        option = "" if socket_option is None else f" --socket {shared}"
+    option = "" if socket_option is None else f" --socket {shared}"
+    for place in places_from(shared):
+        st = listener_at(place, live)
+        if st is None or st.st_uid == me:
+            continue
         who = printable(user_name(st.st_uid))
-        lines.append(f"{who} is waiting for anyone on {shared}: {here}{option}")
+        if stat.S_IMODE(st.st_mode) == PRIVATE_MODE:
+            lines.append(
+                f"{who} is waiting on {place} for a private call, only for the person called: "
+                f"{here} {who}{option}"
+            )
+        else:
+            lines.append(f"{who} is waiting for anyone on {place}: {here}{option}")
     if live is None and lines:
         lines.append("(talk cannot tell here whether these are still there or left over)")
     print("\n".join(lines) if lines else "Nobody is waiting to talk to you.")

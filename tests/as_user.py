@@ -81,14 +81,16 @@ def shared_dir(prefix: str, mode: int) -> str:
     return directory
 
 
-def ensure_user(login: str) -> pwd.struct_passwd:
-    """The account ``login``, created (no home, no password, no login shell) if missing."""
+def ensure_user(login: str, uid: int | None = None) -> pwd.struct_passwd:
+    """The account ``login`` (with ``uid``, if given), created (no home, no password, no login
+    shell) if missing."""
     try:
         return pwd.getpwnam(login)
     except KeyError:
         pass
+    chosen = [] if uid is None else ["-u", str(uid)]
     subprocess.run(
-        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", login],
+        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", *chosen, login],
         check=False,
         capture_output=True,
     )

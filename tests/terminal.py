@@ -49,6 +49,10 @@ import pyte
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TALK_PY = REPO_ROOT / "talk.py"
+if str(REPO_ROOT) not in sys.path:  # for the benchmarks, which run from tests/bench
+    sys.path.append(str(REPO_ROOT))
+from talk import QUIT_HINTS  # noqa: E402 (talk.py's own words, not a copy)
+
 LOGIN = pwd.getpwuid(os.getuid()).pw_name  # the user name talk.py shows for this process
 
 #: Deadlines, generous because the machine is shared and noisy: for anything to show up; from
@@ -809,16 +813,35 @@ def assert_closed_cleanly(talk: Talk, sock_path: str, status: int, line: str) ->
     assert not os.path.exists(sock_path), "the socket file was left behind"
 
 
-def wait_for_waiting(talk: Talk, path: str, timeout: float = DEADLINE) -> None:
-    """Wait until the status line says talk.py waits on ``path``, and the update is whole.
+def waiting_status(path: str, cols: int) -> str:
+    """The whole status line of a talk.py that waits on ``path``, ``cols`` wide: the news
+    with the longest way to quit that fits; else the news cut, and the shortest."""
+    news = waiting(path)
+    for hint in QUIT_HINTS:
+        if len(f"{news} - {hint}") <= cols:
+            return f"{news} - {hint}"
+    shortest = f" - {QUIT_HINTS[-1]}"
+    return news[: cols - len(shortest)] + shortest
 
-    The whole status when it fits on the screen; a path under a long TMPDIR may not, and how
-    a status line too long for the screen is cut is not specified: then its start.
-    """
-    if len(waiting(path)) < talk.cols:
-        wait_for_status(talk, waiting(path), timeout)
-    else:
-        wait_for_status(talk, "Waiting for", timeout)
+
+def talk_in_a_shell(spawn: Callable[..., Talk], sock_path: str) -> Talk:
+    """bash with job control in a pty, as a user has it, running talk.py on ``sock_path`` as
+    its foreground job, which waits there. (Ctrl-Z stops only a job of a shell with job
+    control: the kernel ignores it for a program alone in its session.)"""
+    shell_args = ["-c", "import os; os.execvp('bash', ['bash', '--norc', '--noprofile', '-i'])"]
+    shell = spawn(sock_path, args=shell_args, env=child_env(PS1="$ ", HISTFILE="/dev/null"))
+    shell.wait_until(shows("$"), what="the shell's prompt")
+    shell.type(f"{sys.executable} {TALK_PY} --socket {sock_path}\r")
+    wait_for_waiting(shell, sock_path)
+    return shell
+
+
+def wait_for_waiting(talk: Talk, path: str, timeout: float = DEADLINE) -> None:
+    """Wait until the status line says talk.py waits on ``path``, and the update is whole."""
+    status = waiting_status(path, talk.cols)
+    talk.wait_until(
+        lambda t: t.row(0) == status and drawn(t), timeout, f"{status!r} as the status line"
+    )
 
 
 def start_server(spawn: Callable[..., Talk], path: str, **kwargs: Any) -> Talk:

@@ -101,3 +101,28 @@ async def test_no_notice_goes_out_once_someone_joined(
 async def _until(condition: Callable[[], bool]) -> None:
     while not condition():
         await asyncio.sleep(0.001)  # each turn of the loop lets the telling task run
+
+
+def test_a_listener_is_seen_whatever_the_size_of_its_inode_number(
+    sock_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's socket table keeps 32 bits of an inode number; file systems with 64-bit
+    inode numbers (XFS, tmpfs with inode64) have larger ones: a live caller there is not stale."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(1)
+    live = talk.listening_files()
+    if live is None:
+        pytest.skip("this system does not show its socket table (sock_diag)")
+    real = os.lstat(sock_path)
+    fields = list(real)
+    fields[1] = real.st_ino + (1 << 32)  # st_ino, as a file system with 64-bit inodes has it
+    wide = os.stat_result(fields)
+    lstat = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda path: wide if path == sock_path else lstat(path))
+    try:
+        found = talk.listener_at(sock_path, live)
+        assert found is not None and found.st_ino == wide.st_ino, "a live listener taken as stale"
+    finally:
+        monkeypatch.undo()
+        listener.close()

@@ -145,6 +145,17 @@ def meet(
     return alice, bob
 
 
+def alice_waits_for_bob(
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str
+) -> tuple[Talk, str, dict[str, str]]:
+    """alice calls bob on ``pair.sock`` and waits: her talk, the path, the environment."""
+    path = os.path.join(sticky_dir, "pair.sock")
+    env = env_for(write_utmp(os.path.join(records, "utmp")))
+    alice = call(spawn, code_dir, people[ALICE], people[BOB], path, env)
+    status_of(alice, f"Waiting for {BOB}")
+    return alice, path, env
+
+
 def says(talk: Talk, text: str) -> None:
     talk.wait_until(lambda t: last_row(t) == text and drawn(t), DEADLINE, repr(text))
 
@@ -164,16 +175,14 @@ def test_alice_calls_bob_bob_answers_and_both_see_who_the_other_is(
 def test_an_intruder_is_turned_away_and_alice_keeps_waiting(
     spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str
 ) -> None:
-    path = os.path.join(sticky_dir, "pair.sock")
-    env = env_for(write_utmp(os.path.join(records, "utmp")))
-    alice = call(spawn, code_dir, people[ALICE], people[BOB], path, env)
-    status_of(alice, f"Waiting for {BOB}")
+    alice, path, env = alice_waits_for_bob(spawn, code_dir, sticky_dir, people, records)
 
     # mallory calls alice on the same path: from her side, alice is who she wants.
     mallory = call(spawn, code_dir, people[MALLORY], people[ALICE], path, env)
     assert mallory.wait_exit(DEADLINE) == 1, mallory.after_exit
     assert mallory.last_line == (
-        f"talk: {path} is private: this conversation is between {ALICE} and {BOB}"
+        f"talk: the program at {path} ({ALICE}'s) says it is private: "
+        f"this conversation is between {ALICE} and {BOB}"
     ), mallory.after_exit
     status_of(alice, f"Turned away {MALLORY} (pid {mallory.pid}); still waiting for {BOB}")
     # and with a plain socket, what nc -U would be
@@ -260,7 +269,8 @@ def test_a_path_squatted_by_mallory_does_not_stop_alice_and_bob(
         os.chown(path, people[MALLORY].pw_uid, people[MALLORY].pw_gid)
     env = env_for(write_utmp(os.path.join(records, "utmp")))
 
-    alice, bob = meet(spawn, code_dir, people, path, env, f"(pair.sock is held by {MALLORY})")
+    held = f"held by {MALLORY}" if how == "listening" else f"a file of {MALLORY}'s"
+    alice, bob = meet(spawn, code_dir, people, path, env, f"(pair.sock is {held}")
     alice.send_line("around mallory")
     says(bob, "<you> around mallory")
     assert os.lstat(path).st_uid == people[MALLORY].pw_uid, "mallory's file was touched"
@@ -457,6 +467,19 @@ def _readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
 
 
+def list_as(user: pwd.struct_passwd, talk_py: str, shared: str) -> str:
+    """What ``talk.py --list --socket shared`` prints, run as ``user``."""
+    result = subprocess.run(
+        [python_for_others(), talk_py, "--list", "--socket", shared],
+        **switch_to(user),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_list_shows_who_is_waiting_and_how_to_answer(
     spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str
 ) -> None:
@@ -469,15 +492,7 @@ def test_list_shows_who_is_waiting_and_how_to_answer(
     talk_py = os.path.join(code_dir, "talk.py")
 
     def listing(user: pwd.struct_passwd) -> str:
-        result = subprocess.run(
-            [python_for_others(), talk_py, "--list", "--socket", shared],
-            **switch_to(user),
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+        return list_as(user, talk_py, shared)
 
     assert listing(people[BOB]) == "Nobody is waiting to talk to you.\n"
 
@@ -504,3 +519,104 @@ def test_list_shows_who_is_waiting_and_how_to_answer(
         f"{MALLORY} is waiting for anyone on {shared}: python3 {talk_py} --socket {shared}",
     ]
     assert alice.child.isalive() and "Waiting" in alice.row(0), "listing disturbed alice"
+
+
+# -- identity for every uid -----------------------------------------------------------------------
+
+WIDE = "talk-wide"  # an account whose uid does not fit in a signed 32-bit int
+WIDE_UID = 3_000_000_000
+
+
+@pytest.fixture
+def wide() -> pwd.struct_passwd:
+    """The account talk-wide, uid 3000000000, made if missing."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create users and run talk.py as them")
+    return ensure_user(WIDE, WIDE_UID)
+
+
+def test_a_uid_above_two_billion_is_named_and_let_in_like_any_other(
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, wide: pwd.struct_passwd
+) -> None:
+    assert wide.pw_uid == WIDE_UID
+    env = env_for("/nonexistent")
+    # The shared socket names them rightly ...
+    shared = os.path.join(sticky_dir, "talk.sock")
+    waiting_talk = spawn_as(spawn, code_dir, people[ALICE], "--socket", shared, env=env)
+    status_of(waiting_talk, "Waiting for someone")
+    joining = spawn_as(spawn, code_dir, wide, "--socket", shared, env=env)
+    talking(waiting_talk, WIDE, joining.pid)
+    talking(joining, ALICE, waiting_talk.pid)
+    # ... and a call meant for them lets them in.
+    pair = os.path.join(sticky_dir, "pair.sock")
+    alice = call(spawn, code_dir, people[ALICE], wide, pair, env)
+    status_of(alice, f"Waiting for {WIDE}")
+    answer = call(spawn, code_dir, wide, people[ALICE], pair, env)
+    talking(alice, WIDE, answer.pid)
+    talking(answer, ALICE, alice.pid)
+
+
+# -- nobody can split a pair ----------------------------------------------------------------------
+
+# Connects to argv[1] and hangs up, from 100 threads, over and over, until killed.
+_FLOOD = """\
+import socket, sys, threading
+def flood():
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(sys.argv[1])
+        except OSError:
+            pass
+        s.close()
+for _ in range(100):
+    threading.Thread(target=flood, daemon=True).start()
+print("flooding", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_a_flood_of_calls_does_not_split_a_pair(
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People, records: str
+) -> None:
+    alice, path, env = alice_waits_for_bob(spawn, code_dir, sticky_dir, people, records)
+    flood = subprocess.Popen(
+        [python_for_others(), "-c", _FLOOD, path],
+        **switch_to(people[MALLORY]),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert flood.stdout is not None and flood.stdout.readline() == b"flooding\n"
+        status_of(alice, f"Turned away {MALLORY}")  # the flood reaches her
+        bob = call(spawn, code_dir, people[BOB], people[ALICE], path, env)
+        bob.wait_until(lambda t: "Talking to" in t.row(0) or "Waiting" in t.row(0) or t.eof)
+        assert f"held by {ALICE}" not in bob.row(0), bob.row(0)
+        talking(bob, ALICE, alice.pid)
+        talking(alice, BOB, bob.pid)
+    finally:
+        flood.kill()
+        flood.wait()
+        assert flood.stdout is not None
+        flood.stdout.close()
+
+
+# -- --list at a --socket path and its alternate places --------------------------------------------
+
+
+def test_list_with_a_socket_path_looks_at_every_place_and_tells_private_from_shared(
+    spawn: Spawner, code_dir: str, sticky_dir: str, people: People
+) -> None:
+    shared = os.path.join(sticky_dir, "meet.sock")
+    with open(shared, "w"):
+        pass  # something of root's is at the path itself
+    env = env_for("/nonexistent")
+    talk_py = os.path.join(code_dir, "talk.py")
+    mallory = spawn_as(spawn, code_dir, people[MALLORY], "--socket", shared, env=env)
+    status_of(mallory, f"Waiting for someone to connect to {shared}.1")
+    alice = call(spawn, code_dir, people[ALICE], people[BOB], shared, env)
+    status_of(alice, f"Waiting for {BOB} (")  # .1 is mallory's, who is not bob: at .2
+    assert list_as(people[BOB], talk_py, shared).splitlines() == [
+        f"{MALLORY} is waiting for anyone on {shared}.1: python3 {talk_py} --socket {shared}",
+        f"{ALICE} is waiting on {shared}.2 for a private call, only for the person called: "
+        f"python3 {talk_py} {ALICE} --socket {shared}",
+    ]

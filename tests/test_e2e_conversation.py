@@ -53,8 +53,10 @@ from terminal import (
     last_row,
     layout_at,
     message_rows,
+    shows,
     start_server,
     start_with_peer,
+    talk_in_a_shell,
     talking_to,
     wait_for_status,
     wait_for_waiting,
@@ -64,19 +66,19 @@ from terminal import (
     waiting,
 )
 
-from talk import BRACKETED_PASTE_OFF, BRACKETED_PASTE_ON, CUT_MARK, MAX_LINE_BYTES
+from talk import BRACKETED_PASTE_OFF, BRACKETED_PASTE_ON, CLOSE_HINTS, CUT_MARK, MAX_LINE_BYTES
 
 CTRL_END = b"\x1b[1;5F"  # what an xterm sends for Ctrl-End
 
 
-PEER_LEFT = f"{LOGIN} (pid {os.getpid()}) left - press any key to close"
+PEER_LEFT = f"{LOGIN} (pid {os.getpid()}) left - {CLOSE_HINTS[0]}"
 
 
 def rule(talk: Talk) -> str:
     return talk.row(talk.rows - 2)
 
 
-def test_last_message_stays_readable_until_a_key_closes(
+def test_last_message_stays_readable_until_esc_closes(
     spawn: Spawner, peer: Peers, sock_path: str
 ) -> None:
     talk, other = start_with_peer(spawn, peer, sock_path)
@@ -97,7 +99,10 @@ def test_last_message_stays_readable_until_a_key_closes(
     )
     assert talk.child.isalive(), "talk.py ended without a key being pressed"
 
-    talk.type("k")
+    talk.type("k")  # a key of a reply being typed: it stays, and talk with it
+    talk.wait_until(lambda t: input_row(t) == "k" and drawn(t), what="the 'k' typed")
+    assert talk.child.isalive(), "a letter typed closed talk"
+    talk.press("escape")
     assert_closed_cleanly(talk, sock_path, 0, "talk: the other side closed the connection")
 
 
@@ -117,7 +122,11 @@ def test_after_the_peer_left_page_keys_scroll_and_nothing_is_sent(
     assert talk.child.isalive(), "a page key ended talk"
 
     talk.type("typed after")
-    talk.press("enter")
+    talk.press("enter")  # not sent, nor lost: there is nobody to send it to
+    wait_for_status(talk, f"not sent: {LOGIN} left - {CLOSE_HINTS[0]}")
+    assert input_row(talk) == "typed after" and talk.child.isalive()
+    talk.press("ctrl_u")
+    talk.press("enter")  # Enter on an empty line closes
     assert_closed_cleanly(talk, sock_path, 0, "talk: the other side closed the connection")
     assert other.wait_closed()
     assert b"typed after" not in other.received, other.received
@@ -147,19 +156,25 @@ def test_signals_still_end_talk_at_once_after_the_peer_left(
     assert_closed_cleanly(talk, sock_path, status, line)
 
 
-def test_the_side_that_typed_dot_ends_at_once_and_the_other_is_told(
-    spawn: Spawner, sock_path: str
-) -> None:
+def said_and_left(spawn: Spawner, sock_path: str, words: str) -> tuple[Talk, Talk]:
+    """A talk.py waits; another joins, says ``words`` and leaves with ``.``; the first says
+    who left. (the one that waited, the one that left)"""
     server = start_server(spawn, sock_path)
     client = spawn(sock_path)
     wait_for_status(server, talking_to(client.pid))
-    client.send_line("Bye!")
-    server.wait_until(lambda t: "<you> Bye!" in conversation(t), what="the message")
+    client.send_line(words)
+    server.wait_until(lambda t: f"<you> {words}" in conversation(t), what="the message")
     client.send_line(".")
     assert client.wait_exit(PROMPTLY) == 0, client.output
-    assert client.after_exit == "talk: you ended the conversation"
+    wait_for_status(server, f"{LOGIN} (pid {client.pid}) left - {CLOSE_HINTS[0]}")
+    return server, client
 
-    wait_for_status(server, f"{LOGIN} (pid {client.pid}) left - press any key to close")
+
+def test_the_side_that_typed_dot_ends_at_once_and_the_other_is_told(
+    spawn: Spawner, sock_path: str
+) -> None:
+    server, client = said_and_left(spawn, sock_path, "Bye!")
+    assert client.after_exit == "talk: you ended the conversation"
     assert "<you> Bye!" in conversation(server)
     server.press("enter")
     assert_closed_cleanly(server, sock_path, 0, "talk: the other side closed the connection")
@@ -278,7 +293,7 @@ def test_at_narrow_widths_the_status_line_keeps_who(
 def leave_and_close(talk: Talk, other: Peer) -> None:
     other.close()
     wait_for_status(talk, PEER_LEFT)
-    talk.type("x")
+    talk.press("escape")
 
 
 WAYS_OUT: dict[str, Callable[[Talk, Peer], None]] = {
@@ -464,8 +479,8 @@ def test_peer_killed_without_closing_is_noticed_at_once(spawn: Spawner, sock_pat
         other.wait(DEADLINE)
 
     # Noticed at once: the status line says so; the screen stays until a key is pressed.
-    talk.wait_until(lambda t: " left - press any key" in t.row(0), PROMPTLY, "the peer's leaving")
-    talk.type("x")
+    talk.wait_until(lambda t: " left - Esc" in t.row(0), PROMPTLY, "the peer's leaving")
+    talk.press("escape")
     status, printed = exit_of(talk, PROMPTLY)
     assert status == 0, f"exit status {status}; printed {printed!r}"
     assert terminal_restored(talk), "the terminal was not restored"
@@ -743,8 +758,8 @@ def test_a_conversation_that_ends_in_an_error_exits_non_zero(
     other.close()
     # The conversation stays on the screen, saying what went wrong, until a key closes it.
     wait_for_status(talk, "connection failed: ")
-    wait_for_status(talk, "press any key to close")
-    talk.type("q")
+    wait_for_status(talk, CLOSE_HINTS[-1])  # the shortest hint, which the news leaves room for
+    talk.press("escape")
     status = talk.wait_exit(DEADLINE)
     assert status == 1, f"exit status {status}; printed {talk.after_exit!r}"
     assert talk.last_line.startswith("talk: connection lost: "), talk.after_exit
@@ -766,11 +781,11 @@ def start_pair(spawn: Spawner, path: str, **kwargs: Any) -> tuple[Talk, Talk]:
 
 
 def close_after_peer_left(talk: Talk) -> float:
-    """Wait until the status line says the other side left; press a key to close. The time."""
-    wait_for_status(talk, " left - press any key to close")
+    """Wait until the status line says the other side left; press Esc to close. The time."""
+    wait_for_status(talk, f" left - {CLOSE_HINTS[0]}")
     assert talk.child.isalive(), "talk.py ended before a key was pressed"
     trigger = time.monotonic()
-    talk.type("q")
+    talk.press("escape")
     return trigger
 
 
@@ -999,4 +1014,50 @@ def test_third_party_is_turned_away_and_the_two_keep_talking(
     server.wait_until(lambda t: t.row(3) == "<you> yes", what="the answer")
     assert (server.row(0), client.row(0)) == statuses
 
-    assert third.last_line.startswith(f"talk: {sock_path} is busy"), third.after_exit
+    assert third.last_line == (
+        f"talk: the program at {sock_path} ({LOGIN}'s) says it is busy: someone is already "
+        "talking on this socket; use --socket PATH to start another conversation"
+    ), third.after_exit
+
+
+# -- the end of a conversation, and coming back --------------------------------------------------
+
+
+def test_a_reply_half_typed_when_the_other_side_leaves_is_kept_and_nothing_reaches_the_shell(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    shell = talk_in_a_shell(spawn, sock_path)
+    other = peer(sock_path)
+    wait_for_status(shell, talking_to(os.getpid()))
+    shell.type("see you to")
+    other.close()  # they leave in the middle of the reply
+    wait_for_status(shell, PEER_LEFT)
+    shell.type("morrow")
+    shell.press("enter")
+    wait_for_status(shell, f"not sent: {LOGIN} left")
+    assert input_row(shell) == "see you tomorrow", "the reply was not kept whole"
+    # Ctrl-U, then Enter on the empty line closes; what is typed right after it, in the same
+    # breath, is talk's to drop, not the shell's to run.
+    shell.type(b"\x15\r" + b"echo LEAKED-$((6*7))\r")
+    shell.wait_until(shows("talk: the other side closed the connection"), what="talk's last line")
+    shell.type("echo done-$((6*7))\r")
+    shell.wait_until(shows("done-42"), what="the shell taking commands again")
+    assert "LEAKED-42" not in shell.text(), shell.text()
+
+
+def test_the_other_side_calling_again_starts_a_new_conversation_on_the_same_screen(
+    spawn: Spawner, sock_path: str
+) -> None:
+    server, _first = said_and_left(spawn, sock_path, "Bye for now")
+
+    again = spawn(sock_path)  # not told it is busy: the conversation there was over
+    wait_for_status(again, talking_to(server.pid))
+    wait_for_status(server, f"{LOGIN} (pid {again.pid}) is back - type . alone on a line to quit")
+    assert "<you> Bye for now" in conversation(server), "the old conversation was lost"
+    again.send_line("I'm back")
+    server.wait_until(lambda t: "<you> I'm back" in conversation(t), what="the new message")
+    server.send_line("welcome back")
+    again.wait_until(lambda t: "<you> welcome back" in conversation(t), what="the answer")
+    server.send_line(".")
+    assert server.wait_exit(PROMPTLY) == 0, server.output
+    wait_for_status(again, f"{LOGIN} (pid {server.pid}) left")

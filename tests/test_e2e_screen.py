@@ -16,12 +16,15 @@ the situation of a user whose terminal disagrees with curses.
 
 from __future__ import annotations
 
+import contextlib
 import locale
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 import unicodedata
 from collections.abc import Callable
 from functools import partial
@@ -32,6 +35,9 @@ import pytest
 from terminal import (
     DEADLINE,
     ENTER_ALTERNATE_SCREEN,
+    EXIT_WITHIN,
+    LEAVE_ALTERNATE_SCREEN,
+    LOGIN,
     PROMPTLY,
     REPO_ROOT,
     TALK_PY,
@@ -54,6 +60,7 @@ from terminal import (
     shows,
     start_server,
     start_with_peer,
+    talk_in_a_shell,
     talking_to,
     wait_for_status,
     wait_for_waiting,
@@ -62,6 +69,8 @@ from terminal import (
     wait_until,
     waiting,
 )
+
+from talk import BRACKETED_PASTE_OFF, BRACKETED_PASTE_ON, QUIT_HINTS
 
 
 def test_keys_typed_while_the_terminal_is_too_small_are_not_acted_on(
@@ -97,35 +106,113 @@ def test_ctrl_c_works_while_the_terminal_is_too_small(spawn: Spawner, sock_path:
     assert_closed_cleanly(talk, sock_path, 130, "talk: interrupted")
 
 
-def catches(pid: int, signum: int) -> bool:
-    """Process ``pid`` has a handler for ``signum`` at the moment (its SigCgt in /proc)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("SigCgt:"):
-                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    raise AssertionError(f"no SigCgt for pid {pid}")
-
-
 def test_fg_after_ctrl_z_reads_the_new_size(spawn: Spawner, sock_path: str) -> None:
-    # A shell with job control, as a user has: talk is its foreground job, so a resize while
-    # talk is stopped signals the shell, and talk learns nothing of it but SIGCONT.
-    shell_args = ["-c", "import os; os.execvp('bash', ['bash', '--norc', '--noprofile', '-i'])"]
-    shell = spawn(sock_path, args=shell_args, env=child_env(PS1="$ ", HISTFILE="/dev/null"))
-    shell.wait_until(shows("$"), what="the shell's prompt")
-    shell.type(f"{sys.executable} {TALK_PY} --socket {sock_path}\r")
-    wait_for_waiting(shell, sock_path)
-    # ncurses ignores SIGTSTP while it updates the screen, so a Ctrl-Z then is lost (press it
-    # again, a user would); this one comes once talk.py, the foreground job, catches it again.
-    talk_pid = os.tcgetpgrp(shell.child.child_fd)
-    wait_until(lambda: catches(talk_pid, signal.SIGTSTP), what="talk.py to catch SIGTSTP")
+    # talk is the shell's foreground job, so a resize while talk is stopped signals the shell,
+    # and talk learns nothing of it but SIGCONT.
+    shell = talk_in_a_shell(spawn, sock_path)
     shell.type(b"\x1a")  # Ctrl-Z
     shell.wait_until(shows("Stopped"), what="the shell saying the job stopped")
     shell.resize(30, 60)
     shell.type("fg\r")
     shell.wait_until(lambda t: layout_at(t, 30, 60), what="the layout at 30x60")
-    assert shell.row(0).startswith(waiting(sock_path)[:59])
+    # Drawn for 60 columns: the path cut, how to quit still there.
+    assert shell.row(0) == waiting(sock_path)[: 60 - len(" - . quits")] + " - . quits"
     shell.send_line(".")
     shell.wait_until(shows("talk: you ended the conversation"), what="talk's last line")
+
+
+def said_stopped(shell: Talk, times: int) -> bool:
+    """The shell has said ``times`` times that its job stopped."""
+    return bytes(shell.raw).count(b"Stopped") == times
+
+
+def stopped(pid: int) -> bool:
+    """Process ``pid`` is stopped (state T in /proc)."""
+    with open(f"/proc/{pid}/stat") as stat_file:
+        return stat_file.read().rpartition(")")[2].split()[0] == "T"
+
+
+def ignores(pid: int, signum: int) -> bool:
+    """Process ``pid`` ignores ``signum`` at the moment (its SigIgn in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    raise AssertionError(f"no SigIgn for pid {pid}")
+
+
+#: What xterm-256color's terminfo sends for each mode talk changes: (how talk leaves it while
+#: it runs, how the shell has it).
+MODES = {
+    "autowrap": (b"\x1b[?7l", b"\x1b[?7h"),
+    "bracketed paste": (BRACKETED_PASTE_ON, BRACKETED_PASTE_OFF),
+    "keypad": (b"\x1b[?1h\x1b=", b"\x1b[?1l\x1b>"),
+    "alternate screen": (ENTER_ALTERNATE_SCREEN, LEAVE_ALTERNATE_SCREEN),
+}
+
+
+def modes_set(raw: bytes) -> dict[str, bool]:
+    """For each of MODES: whether the last word on it in ``raw`` was talk's (True)."""
+    return {mode: raw.rfind(on) > raw.rfind(off) for mode, (on, off) in MODES.items()}
+
+
+def test_ctrl_z_gives_back_every_mode_and_fg_takes_them_again(
+    spawn: Spawner, sock_path: str
+) -> None:
+    shell = talk_in_a_shell(spawn, sock_path)
+    assert modes_set(bytes(shell.raw)) == dict.fromkeys(MODES, True)
+    shell.type(b"\x1a")  # Ctrl-Z
+    shell.wait_until(shows("Stopped"), what="the shell saying the job stopped")
+    # What talk sent before the shell took over again (the shell sets modes of its own).
+    given_back = bytes(shell.raw).rpartition(b"Stopped")[0]
+    assert modes_set(given_back) == dict.fromkeys(MODES, False), "the shell got less back"
+    shell.type("fg\r")
+    shell.wait_until(lambda t: modes_set(bytes(t.raw)) == dict.fromkeys(MODES, True) and drawn(t))
+    shell.type("ac")
+    shell.press("left")  # the cursor keys work as before
+    shell.type("b")
+    shell.wait_until(lambda t: input_row(t) == "abc" and t.cursor == (2, 23), what="'abc'")
+    shell.press("ctrl_u")
+    shell.send_line(".")
+    shell.wait_until(shows("talk: you ended the conversation"), what="talk's last line")
+    given_back = bytes(shell.raw).rpartition(b"talk: you ended")[0]
+    assert modes_set(given_back) == dict.fromkeys(MODES, False)
+
+
+def test_no_ctrl_z_is_lost_while_the_screen_is_being_updated(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    shell = talk_in_a_shell(spawn, sock_path)
+    talk_pid = os.tcgetpgrp(shell.child.child_fd)
+    other = peer(sock_path)
+    shell.wait_until(shows("Talking to"), what="the peer's arrival")
+    flood = threading.Event()
+
+    def flooding() -> None:
+        lines = b"".join(b"line %d of a flood that keeps the screen busy\n" % i for i in range(50))
+        while not flood.is_set():
+            with contextlib.suppress(OSError):
+                other.send(lines)
+
+    sender = threading.Thread(target=flooding, daemon=True)
+    sender.start()
+    try:
+        # ncurses would ignore SIGTSTP during each screen update (and drop a Ctrl-Z then) had
+        # it taken SIGTSTP over: the signal must be caught at every moment, flood or not. Those
+        # moments are rare (some 30 in 3 s of flood, measured): look for 3 s.
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            assert not ignores(talk_pid, signal.SIGTSTP), "SIGTSTP ignored: a Ctrl-Z now is lost"
+            shell.pump(0)
+        for n in range(1, 6):
+            shell.type(b"\x1a")  # one Ctrl-Z, pressed once, in the middle of the flood
+            shell.wait_until(lambda _: stopped(talk_pid), PROMPTLY, "talk.py to stop on Ctrl-Z")
+            shell.wait_until(partial(said_stopped, times=n), what="the shell to take it back")
+            shell.type("fg\r")
+            shell.wait_until(lambda _: not stopped(talk_pid), PROMPTLY, "talk.py to go on")
+    finally:
+        flood.set()
+        sender.join(DEADLINE)
 
 
 # A talk started so that it has no controlling terminal (as ``su - alice -c ...`` leaves it)
@@ -653,3 +740,21 @@ def test_resize_redraws_layout_and_keeps_history_and_input(
 
     talk.press("enter")
     assert sock.read_line() == typed.encode() + b"\n"
+
+
+@pytest.mark.parametrize("call", [False, True], ids=["shared socket", "private call"])
+def test_while_waiting_the_way_to_quit_is_shown_at_any_width_with_any_path(
+    spawn: Spawner, sock_path: str, call: bool
+) -> None:
+    directory = os.path.join(os.path.dirname(sock_path), "a-longer-directory-for-talk")
+    os.mkdir(directory)
+    path = os.path.join(directory, "talk.sock")
+    args = [LOGIN] if call else []  # a call to yourself: what a private call's status says
+    for cols in (80, 40, 20):
+        talk = spawn(path, *args, cols=cols, env=child_env(TALK_UTMP="/nonexistent"))
+        talk.wait_until(
+            lambda t: t.row(0).startswith("Waiting") and drawn(t), what="the waiting talk"
+        )
+        assert talk.row(0).endswith(tuple(f" - {hint}" for hint in QUIT_HINTS)), talk.row(0)
+        talk.send_line(".")
+        assert talk.wait_exit(EXIT_WITHIN) == 0, talk.output

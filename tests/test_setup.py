@@ -4,14 +4,17 @@ sockets in a temporary directory, without a terminal.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import stat
 from collections.abc import Iterator
 
 import pytest
+from terminal import DEADLINE
 
 import talk
+from pubmarine import PubPen
 
 
 @pytest.fixture
@@ -69,7 +72,7 @@ def test_listen_on_a_taken_path_gives_way_and_leaves_nothing(
     sock_path: str, listener: socket.socket
 ) -> None:
     before = os.lstat(sock_path)
-    assert talk.listen_on(sock_path) is None
+    assert talk.listen_on(sock_path, 0o666) is None
     assert os.lstat(sock_path).st_ino == before.st_ino
     assert os.listdir(os.path.dirname(sock_path)) == ["talk.sock"]
 
@@ -77,7 +80,7 @@ def test_listen_on_a_taken_path_gives_way_and_leaves_nothing(
 def test_listen_on_makes_a_socket_everyone_may_use_whatever_the_umask(sock_path: str) -> None:
     old = os.umask(0o077)
     try:
-        listening = talk.listen_on(sock_path)
+        listening = talk.listen_on(sock_path, 0o666)
     finally:
         assert os.umask(old) == 0o077, "the umask was not restored"
     assert listening is not None
@@ -89,3 +92,42 @@ def test_listen_on_makes_a_socket_everyone_may_use_whatever_the_umask(sock_path:
         assert os.listdir(os.path.dirname(sock_path)) == ["talk.sock"], "private name left"
     finally:
         sock.close()
+
+
+@pytest.mark.asyncio
+async def test_a_full_queue_is_called_again_not_taken_for_a_held_place(
+    sock_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone flooding a waiting talk with calls fills its queue for a moment: the caller
+    looks again instead of going to wait elsewhere, where the two would never meet."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(0)
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    filler.connect(sock_path)  # the queue is full
+    full: list[str] = []
+    dial = talk.dial
+
+    def dial_during_a_flood(place: str) -> socket.socket | None:
+        try:
+            return dial(place)
+        except talk.QueueFull:
+            full.append(place)
+            if len(full) == 3:
+                listener.accept()[0].close()  # the flood passes: there is room again
+            raise
+
+    monkeypatch.setattr(talk, "dial", dial_during_a_flood)
+    pubpen = PubPen(asyncio.get_running_loop(), talk.EVENTS)
+    meeting = talk.Meeting(sock_path)
+    call = await asyncio.wait_for(talk.connect_or_wait(pubpen, meeting), DEADLINE)
+    try:
+        assert full == [sock_path] * 3
+        assert call.server is None, "it waited elsewhere instead of calling the listener"
+        assert not os.path.exists(sock_path + ".1")
+        answered, _ = listener.accept()
+        answered.close()
+    finally:
+        await call.hang_up()
+        filler.close()
+        listener.close()
