@@ -376,10 +376,20 @@ class Talk:
     # -- typing --------------------------------------------------------------------------------
 
     def type(self, data: str | bytes) -> None:
-        """Send raw input, as if typed (text is sent as UTF-8)."""
+        """Send raw input, as if typed (text is sent as UTF-8), all of it.
+
+        A pty takes only what fits in its input queue: under load one write may take part of
+        a long paste (pexpect's send() writes once), and the rest would be lost. Between two
+        writes the screen is read, so that a program busy writing its screen can go on to
+        read its keys.
+        """
         if isinstance(data, str):
             data = data.encode("utf-8")
-        self.child.send(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.child.child_fd, view) :]
+            if view:
+                self.pump()
 
     def press(self, name: str, times: int = 1) -> None:
         """Press a key by name (see ``KEYS``), ``times`` times."""
