@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 __all__ = ["EventNotFoundError", "PubMarineError", "PubPen"]
 __version__ = "0.5.0"
-__version_info__ = ("0", "5", "0")
+__version_info__ = tuple(__version__.split("."))
 
 
 class PubMarineError(Exception):

@@ -41,9 +41,14 @@ event           arguments                   meaning
 
 from __future__ import annotations
 
-# ruff: noqa: E402 (the imports come after the one statement below, on purpose)
 import signal
 import sys
+
+# One line rather than a traceback from what needs 3.9 below (up to here, and in the syntax
+# of the whole file, talk.py is kept to what Python 3.7 reads).
+if sys.version_info < (3, 9):  # noqa: UP036
+    major, minor = sys.version_info[:2]
+    sys.exit(f"talk: needs Python 3.9 or later; this is Python {major}.{minor}")
 
 if __name__ == "__main__":
     # Before the imports below take their tens of milliseconds: until talk has handlers of
@@ -95,7 +100,18 @@ def use_own_pubmarine() -> None:
 
 
 use_own_pubmarine()
-from pubmarine import PubPen  # after use_own_pubmarine(), on purpose
+try:
+    # After use_own_pubmarine(), on purpose. The version of talk is the version of its bus:
+    # the two ship together, and setup.cfg reads it from pubmarine.py.
+    from pubmarine import PubPen, __version__
+
+    if not hasattr(PubPen, "drain"):  # pubmarine 0.4.3, installed, and ours not beside us
+        raise ImportError("the pubmarine found is another one")
+except ImportError as error:
+    if __name__ != "__main__":
+        raise
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.exit(f"talk: needs the pubmarine.py that ships with it, beside talk.py in {here} ({error})")
 
 PATH = "/var/tmp/talk.sock"
 
@@ -142,10 +158,12 @@ class LineDecoder:
         lines = []
         start = 0
         # b'\n' never occurs inside a multibyte UTF-8 character, so splitting bytes is safe.
-        while (end := data.find(b"\n", start)) >= 0:
+        end = data.find(b"\n", start)
+        while end >= 0:
             self._keep(data[start:end])
             lines.append(self._take_line())
             start = end + 1
+            end = data.find(b"\n", start)
         self._keep(data[start:])
         return lines
 
@@ -1925,10 +1943,14 @@ class HelpFormatter(argparse.HelpFormatter):
         )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
+    """The command line, its --help, and (word for word, checked by a test) the manual page."""
     parser = argparse.ArgumentParser(
-        prog="talk",
-        usage="%(prog)s [--socket PATH] [USER]\n       %(prog)s --list [--socket PATH]",
+        prog=command_name(),
+        usage=(
+            "%(prog)s [--socket PATH] [USER]\n       %(prog)s --list [--socket PATH]\n"
+            "       %(prog)s --version"
+        ),
         formatter_class=HelpFormatter,
         description=(
             "Chat, line by line, with another person logged into this machine. "
@@ -1963,10 +1985,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="print who is waiting to talk to you, and the command that answers each",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = make_parser()
     args = parser.parse_args(argv)
     if args.list and args.user is not None:
         parser.error("--list takes no USER")
     return args
+
+
+def command_name() -> str:
+    """What the user typed to run talk (``talk.py``, ``pubtalk``): the name usage lines give.
+    Not ``talk``: on a box with BSD talk, that is another program."""
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return name if name and name != "-c" else "talk.py"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -2154,8 +2189,17 @@ def own_terminal() -> str:
 
 
 def talk_command() -> str:
-    """The command that runs this talk.py, for whoever is told how to answer."""
-    return f"python3 {os.path.abspath(__file__)}"
+    """The command that runs this talk, for whoever is told how to answer.
+
+    Run as the installed command (``pubtalk``, a console script), that command: a path into
+    a virtual environment or a pipx home means nothing to someone else. Run from a zipapp,
+    the archive, not a path inside it. Run as ``python3 talk.py``, this file.
+    """
+    if os.path.isfile(__file__) and sys.modules.get("__main__") is sys.modules.get(__name__):
+        return f"python3 {os.path.abspath(__file__)}"
+    if not os.path.isfile(__file__):  # inside an archive: a zipapp
+        return f"python3 {os.path.abspath(sys.argv[0])}"
+    return command_name()
 
 
 def answer_command(caller: str, socket_option: str | None) -> str:

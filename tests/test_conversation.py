@@ -15,7 +15,7 @@ import os
 import socket
 
 import pytest
-from terminal import LOGIN
+from terminal import DEADLINE, LOGIN
 
 import talk
 from pubmarine import PubPen
@@ -224,6 +224,12 @@ async def _connected_pair(pubpen: PubPen, **kwargs: str) -> tuple[talk.TalkProto
     return protocol, theirs
 
 
+async def hang_up(protocol: talk.TalkProtocol, theirs: socket.socket) -> None:
+    """The peer hangs up; wait until our end has seen it, so that no transport is left open."""
+    theirs.close()
+    await asyncio.wait_for(protocol.closed, DEADLINE)
+
+
 async def _recv_until(sock: socket.socket, count: int) -> bytes:
     loop = asyncio.get_running_loop()
     data = b""
@@ -253,11 +259,11 @@ async def test_incoming_lines_are_published_whole_and_in_order() -> None:
 @pytest.mark.asyncio
 async def test_outgoing_lines_go_on_the_wire_one_per_line() -> None:
     pubpen = PubPen(asyncio.get_running_loop())
-    _protocol, theirs = await _connected_pair(pubpen)
+    protocol, theirs = await _connected_pair(pubpen)
     pubpen.publish("outgoing", "héllo")
     pubpen.publish("outgoing", "second")
     assert await _recv_until(theirs, 2) == "héllo\nsecond\n".encode()
-    theirs.close()
+    await hang_up(protocol, theirs)
 
 
 @pytest.mark.asyncio
@@ -271,7 +277,7 @@ async def test_lines_typed_before_anyone_connects_are_sent_on_connection() -> No
     theirs.setblocking(False)
     await loop.create_connection(lambda: protocol, sock=ours)
     assert await _recv_until(theirs, 1) == b"early\n"
-    theirs.close()
+    await hang_up(protocol, theirs)
 
 
 @pytest.mark.asyncio
@@ -279,11 +285,11 @@ async def test_connecting_publishes_who_is_at_the_other_end() -> None:
     pubpen = PubPen(asyncio.get_running_loop())
     peers: list[talk.Peer] = []
     pubpen.subscribe("joined", lambda peer, called_us: peers.append(peer))
-    _protocol, theirs = await _connected_pair(pubpen)
+    protocol, theirs = await _connected_pair(pubpen)
     await pubpen.drain()
     # The kernel's word, not the peer's: the login and pid of the process at the other end.
     assert peers == [ME] and str(peers[0]) == f"{LOGIN} (pid {os.getpid()})"
-    theirs.close()
+    await hang_up(protocol, theirs)
 
 
 @pytest.mark.asyncio
@@ -347,7 +353,7 @@ async def test_a_failed_write_is_an_error_and_ends_the_conversation_with_status_
     await pubpen.drain()
     assert len(errors) == 1 and "Broken pipe" in errors[0], errors
     assert len(lost) == 1 and lost[0][1] == 1, lost
-    theirs.close()
+    await hang_up(protocol, theirs)
 
 
 @pytest.mark.asyncio
@@ -372,10 +378,10 @@ async def test_joined_names_the_peer_and_whether_it_called_us(dialled: str) -> N
     pubpen = PubPen(asyncio.get_running_loop(), talk.EVENTS)
     joined: list[tuple[talk.Peer, bool]] = []
     pubpen.subscribe("joined", lambda peer, called_us: joined.append((peer, called_us)))
-    _protocol, theirs = await _connected_pair(pubpen, dialled=dialled)
+    protocol, theirs = await _connected_pair(pubpen, dialled=dialled)
     await pubpen.drain()
     assert joined == [(ME, not dialled)]
-    theirs.close()
+    await hang_up(protocol, theirs)
 
 
 @pytest.mark.asyncio
@@ -438,7 +444,7 @@ async def test_lines_typed_before_anyone_connects_are_bounded_and_the_first_kept
     await pubpen.loop.create_connection(lambda: protocol, sock=ours)
     lines = await read_lines(theirs, kept)
     assert [int(line[:5]) for line in lines] == list(range(kept)), "not the first, in order"
-    theirs.close()
+    await hang_up(protocol, theirs)
 
 
 @pytest.mark.asyncio
@@ -446,7 +452,7 @@ async def test_a_peer_that_never_reads_gets_a_bounded_backlog() -> None:
     pubpen, errors = pubpen_with_errors()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     theirs.setblocking(False)
-    transport, _protocol = await pubpen.loop.create_connection(
+    transport, protocol = await pubpen.loop.create_connection(
         lambda: talk.TalkProtocol(pubpen), sock=ours
     )
     for n in range(3000):  # 3 MB for a peer that reads nothing
@@ -465,4 +471,4 @@ async def test_a_peer_that_never_reads_gets_a_bounded_backlog() -> None:
     assert all(len(line) == LINE for line in lines)
     pubpen.publish("outgoing", "after the backlog")
     assert await read_lines(theirs, 1) == [b"after the backlog\n"]
-    theirs.close()
+    await hang_up(protocol, theirs)
