@@ -124,6 +124,14 @@ class _AskAsyncio:
         return get_ident() if _get_running_loop() is self.loop else None
 
 
+def _named(thing: object) -> str:
+    """``repr(thing)``, or, should that raise, what type of object it is."""
+    try:
+        return repr(thing)
+    except Exception:
+        return f"<{type(thing).__qualname__} object (its repr() failed)>"
+
+
 def _forget(pubpen_ref: weakref.ref[PubPen], sub_id: int, _dead: object) -> None:
     """Weak reference callback: remove the subscription whose callback just went away.
 
@@ -185,8 +193,10 @@ class PubPen:
         self._rest: Iterator[Callable[..., Any]] | None = None
         self._left = 0
 
-        # State shared with other threads: touched only while holding the lock.
-        self._lock = threading.Lock()
+        # State shared with other threads: touched only while holding the lock. Reentrant: a
+        # garbage collection inside the locked region may run a finalizer that publishes, on
+        # the same thread (it then adds its event to the inbox first, which is in order).
+        self._lock = threading.RLock()
         self._inbox: list[tuple[str, tuple[Any, ...], dict[str, Any] | None]] = []
         self._wake_pending = False  # a _take_inbox is pending via call_soon_threadsafe
 
@@ -235,8 +245,11 @@ class PubPen:
                 if weak:
                     raise
         subscription = _Subscription(event, target, held_weakly, function)
+        # The event's table first: a name that cannot be a key (a list) raises TypeError here,
+        # before anything of this subscription is kept.
+        handlers = self._handlers.setdefault(event, {})
+        handlers[sub_id] = subscription
         self._subscriptions[sub_id] = subscription
-        self._handlers.setdefault(event, {})[sub_id] = subscription
         self._forget_snapshot(event)
         return sub_id
 
@@ -308,7 +321,8 @@ class PubPen:
         delivered if the loop runs again); any other exception from a callback or its task,
         :class:`asyncio.CancelledError` from a plain callback included, goes to
         ``loop.call_exception_handler`` with the event's name, and the other callbacks still
-        run.
+        run. A task that ends cancelled (by someone else, or raising CancelledError itself)
+        is not an error, as for asyncio, and is not reported.
 
         Safe to call from any thread. From another thread the event is handed over under a
         lock and the loop is woken at once; the callbacks still run on the loop's thread, the
@@ -527,12 +541,28 @@ class PubPen:
         callback: Callable[..., Any],
         task: asyncio.Future[Any] | None = None,
     ) -> None:
+        """Hand a callback's failure to the loop's exception handler.
+
+        Reporting never stops a delivery: an exception or callback whose ``repr()`` raises is
+        named by its type, and a handler that raises (anything but SystemExit and
+        KeyboardInterrupt, which propagate as from a callback) falls back to the loop's
+        default handler, as asyncio does for its own callbacks.
+        """
+        message = (
+            f"pubmarine: callback {_named(callback)} for event {_named(event)} raised {_named(exc)}"
+        )
         context: dict[str, Any] = {
-            "message": f"pubmarine: callback {callback!r} for event {event!r} raised {exc!r}",
+            "message": message,
             "exception": exc,
             "event": event,
             "callback": callback,
         }
         if task is not None:
             context["future"] = task
-        self.loop.call_exception_handler(context)
+        try:
+            self.loop.call_exception_handler(context)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                self.loop.default_exception_handler(context)

@@ -9,8 +9,10 @@ must stop the loop or watch it sleep. Nothing sleeps to wait for delivery: tests
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
+import io
 import json
 import os
 import selectors
@@ -19,12 +21,13 @@ import sys
 import threading
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import pytest_asyncio
 from terminal import (
     DEADLINE,
+    REPO_ROOT,
 )
 
 import pubmarine
@@ -1239,3 +1242,143 @@ def test_readme_claim_about_0_4_3_is_what_0_4_3_does(
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert " ".join(claim.split()) in " ".join(readme.split())
     assert observed_0_4_3[key] == expected
+
+
+# -- reporting never stops a delivery -------------------------------------------------------------
+
+
+class UnspeakableError(Exception):
+    """An exception whose repr() itself raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+
+class Unspeakable:
+    """A callable whose repr() raises, and which raises when called."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+    def __call__(self) -> None:
+        raise ValueError("called")
+
+
+def raise_unspeakable() -> None:
+    raise UnspeakableError
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "failing", [raise_unspeakable, Unspeakable()], ids=["exception", "callback"]
+)
+async def test_a_failure_whose_repr_raises_is_reported_and_the_others_still_run(
+    pubpen: PubPen, failing: Callable[[], None]
+) -> None:
+    errors = capture_errors(asyncio.get_running_loop())
+    calls: list[str] = []
+    pubpen.subscribe("e", failing)
+    pubpen.subscribe("e", lambda: calls.append("after"))
+    pubpen.subscribe("later", lambda: calls.append("later"))
+    pubpen.publish("e")
+    pubpen.publish("later")
+    await drained(pubpen)
+    assert calls == ["after", "later"]
+    assert len(errors) == 1 and "(its repr() failed)" in errors[0]["message"]
+
+
+@pytest.mark.asyncio
+async def test_an_exception_handler_that_raises_stops_no_delivery(pubpen: PubPen) -> None:
+    loop = asyncio.get_running_loop()
+    handled: list[dict[str, Any]] = []
+
+    def handler(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        handled.append(context)
+        raise RuntimeError("the handler itself fails")
+
+    loop.set_exception_handler(handler)
+    calls: list[str] = []
+    pubpen.subscribe("e", raise_value_error)
+    pubpen.subscribe("e", lambda: calls.append("after"))
+    pubpen.publish("e")
+    with contextlib.redirect_stderr(io.StringIO()):  # the default handler logs the handler's
+        await drained(pubpen)
+    assert calls == ["after"] and len(handled) == 1
+
+
+def raise_value_error() -> None:
+    raise ValueError("boom")
+
+
+# -- a bad event name leaves nothing behind -------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_subscribing_to_a_name_that_cannot_be_one_leaves_nothing_behind(
+    pubpen: PubPen,
+) -> None:
+    def callback() -> None:
+        pass
+
+    held = weakref.ref(callback)
+    with pytest.raises(TypeError):
+        pubpen.subscribe([], callback)  # type: ignore[arg-type]
+    del callback
+    gc.collect()
+    assert held() is None, "the refused subscription still holds its callback"
+    assert is_empty(pubpen)
+
+
+# -- publishing from a finalizer ------------------------------------------------------------------
+
+# A garbage collection inside publish()'s locked region (a publish from another thread, or from
+# the loop's thread while the loop is not running) runs a finalizer that publishes too: the
+# collection is made to happen there, in call_soon_threadsafe(), which runs under the lock.
+_FINALIZER_PUBLISHES = """\
+import asyncio, gc, sys
+sys.path.insert(0, sys.argv[1])
+from pubmarine import PubPen
+
+loop = asyncio.new_event_loop()
+pubpen = PubPen(loop)
+seen = []
+pubpen.subscribe("e", seen.append)
+
+
+class Publishes:
+    def __del__(self):
+        pubpen.publish("e", "from a finalizer")
+
+
+def collecting(call_soon_threadsafe):
+    def collected(*args):
+        gc.collect()
+        return call_soon_threadsafe(*args)
+    return collected
+
+
+loop.call_soon_threadsafe = collecting(loop.call_soon_threadsafe)
+garbage = Publishes()
+garbage.cycle = garbage
+del garbage
+pubpen.publish("e", "published")
+loop.run_until_complete(pubpen.drain())
+print(sorted(seen))
+"""
+
+
+def test_a_finalizer_may_publish_during_a_publish(tmp_path: Path) -> None:
+    script = tmp_path / "finalizer_publishes.py"
+    script.write_text(_FINALIZER_PUBLISHES)
+    try:
+        result = subprocess.run(
+            [sys.executable, str(script), str(REPO_ROOT)],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("publish() deadlocked: a finalizer published while it held its lock")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "['from a finalizer', 'published']\n"
