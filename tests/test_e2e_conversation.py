@@ -74,6 +74,13 @@ CTRL_END = b"\x1b[1;5F"  # what an xterm sends for Ctrl-End
 PEER_LEFT = f"{LOGIN} (pid {os.getpid()}) left - {CLOSE_HINTS[0]}"
 
 
+def peer_left(cols: int) -> str:
+    """The status line once this process, the peer, left: the longest way to say how to
+    close that fits ``cols`` columns (a long login name leaves room for the short one)."""
+    who = f"{LOGIN} (pid {os.getpid()}) left"
+    return next((f"{who} - {hint}" for hint in CLOSE_HINTS if len(f"{who} - {hint}") <= cols), who)
+
+
 def rule(talk: Talk) -> str:
     return talk.row(talk.rows - 2)
 
@@ -92,7 +99,7 @@ def test_last_message_stays_readable_until_esc_closes(
     talk.wait_until(
         lambda t: (
             layout_at(t, 24, 60)
-            and t.row(0) == PEER_LEFT
+            and t.row(0) == peer_left(60)
             and "<you> Room 4.12 at 3pm. Bye!" in conversation(t)
         ),
         what="the conversation redrawn at 24x60",
