@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import itertools
 import threading
@@ -122,6 +123,12 @@ class _AskAsyncio:
     @property
     def _thread_id(self) -> int | None:
         return get_ident() if _get_running_loop() is self.loop else None
+
+
+#: The bus task a coroutine runs in (see PubPen._run_task), for drain().
+_bus_task: contextvars.ContextVar[asyncio.Future[Any] | None] = contextvars.ContextVar(
+    "pubmarine_bus_task", default=None
+)
 
 
 def _named(thing: object) -> str:
@@ -396,7 +403,9 @@ class PubPen:
         ``drain()`` too: all of these resume together once the rest of the bus is idle. (A
         task cannot wait for its own end.)
         """
-        task = asyncio.current_task()
+        # The bus's task this runs in, if any: itself, or one that awaits it through tasks of
+        # its own (asyncio.wait_for(), gather(), ...), which inherit its context.
+        task = _bus_task.get()
         own_task = task if task is not None and task in self._tasks else None
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._drainers.append((waiter, own_task))
@@ -519,9 +528,19 @@ class PubPen:
             self._queue.extendleft((args, rest))
 
     def _start_task(self, awaitable: Any, event: str, callback: Callable[..., Any]) -> None:
-        task = asyncio.ensure_future(awaitable, loop=self.loop)
+        task = asyncio.ensure_future(self._run_task(awaitable), loop=self.loop)
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._task_done, event, callback))
+
+    async def _run_task(self, awaitable: Any) -> Any:
+        """A callback's awaitable, run as one of the bus's tasks. It counts as one from its
+        first step: under an eager task factory (Python 3.12) that step comes before
+        ensure_future() even returns, and a drain() it awaits then must know whose it is."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            _bus_task.set(task)  # seen by drain() here and in the tasks this one starts
+        return await awaitable
 
     def _task_done(
         self, event: str, callback: Callable[..., Any], task: asyncio.Future[Any]

@@ -1382,3 +1382,66 @@ def test_a_finalizer_may_publish_during_a_publish(tmp_path: Path) -> None:
         pytest.fail("publish() deadlocked: a finalizer published while it held its lock")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "['from a finalizer', 'published']\n"
+
+
+# -- drain() from inside the bus's tasks, however they await it ----------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("through", ["wait_for", "gather"])
+async def test_drain_awaited_through_a_child_task_of_a_bus_task_returns(
+    pubpen: PubPen, through: str
+) -> None:
+    """asyncio.wait_for() (before Python 3.12) and gather() run drain() in a task of their
+    own: it must still know that it waits inside a bus task, and not wait for that task."""
+    calls: list[str] = []
+
+    async def drains_inside() -> None:
+        if through == "wait_for":
+            await asyncio.wait_for(pubpen.drain(), DEADLINE)
+        else:
+            await asyncio.gather(pubpen.drain())
+        calls.append("drained inside")
+
+    pubpen.subscribe("e", drains_inside)
+    pubpen.subscribe("e", lambda: calls.append("plain"))
+    pubpen.publish("e")
+    await drained(pubpen)
+    assert calls == ["plain", "drained inside"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in Python 3.12")
+def test_drain_waits_for_tasks_that_an_eager_task_factory_started() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
+        pubpen = PubPen(loop)
+        calls: list[str] = []
+        go_on = loop.create_future()
+
+        async def waits_then_records() -> None:
+            calls.append("started")  # runs at once, inside ensure_future()
+            await go_on
+            calls.append("finished")
+
+        async def drains_eagerly() -> None:
+            await pubpen.drain()  # inside a bus task from its very first step
+            calls.append("drained inside")
+
+        pubpen.subscribe("e", waits_then_records)
+        pubpen.subscribe("f", drains_eagerly)
+
+        async def main() -> None:
+            pubpen.publish("e")
+            pubpen.publish("f")
+            draining = asyncio.ensure_future(pubpen.drain())
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert not draining.done(), "drain() returned before the bus's task had finished"
+            go_on.set_result(None)
+            await asyncio.wait_for(draining, DEADLINE)
+
+        loop.run_until_complete(main())
+        assert calls == ["started", "finished", "drained inside"]
+    finally:
+        loop.close()
