@@ -401,7 +401,9 @@ class PubPen:
         Awaited inside a task that the bus started (an ``async def`` callback), it waits for
         everything except that task itself, and except other such tasks that are waiting in
         ``drain()`` too: all of these resume together once the rest of the bus is idle. (A
-        task cannot wait for its own end.)
+        task cannot wait for its own end.) The same holds where such a task awaits drain()
+        through tasks of its own, as :func:`asyncio.wait_for` and :func:`asyncio.gather`
+        start: tasks started from a bus task count as that task.
         """
         # The bus's task this runs in, if any: itself, or one that awaits it through tasks of
         # its own (asyncio.wait_for(), gather(), ...), which inherit its context.
