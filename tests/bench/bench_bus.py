@@ -2,10 +2,18 @@
 
 Run from anywhere:
 
-    python3 tests/bench/bench_bus.py [--pubmarine043 DIR] [--rounds 5] [--events 100000]
+    python3 tests/bench/bench_bus.py [--pubmarine043 DIR] [--rounds 5] [--fair-rounds 7]
 
-It measures deliveries per second for a coroutine that publishes ``--events`` events to 1 and
-to 10 subscribers and then waits until all of them have been delivered, for:
+First it measures pubmarine.py against the fair floors (``FlatFloorBus``: event and arguments
+queued flat, nothing tracked by the garbage collector per event; ``WeakFloorBus``: the same,
+holding bound methods weakly as pubmarine.py does), at queue depths 10, 1,000 and 100,000 (a
+coroutine publishes that many events, then lets the loop deliver them), with 1 and 10
+subscribers: the median, min and max of the time ratios over ``--fair-rounds`` rounds that pair
+the two (their order alternating) after a warm-up round, beside the goals (1.25x the flat floor
+with functions, 1.35x the weak floor with bound methods).
+
+Then it measures deliveries per second for a coroutine that publishes ``--events`` events to 1
+and to 10 subscribers and then waits until all of them have been delivered, for:
 
 * pubmarine.py, this repository's bus;
 * the floor: the simplest deferred dispatcher there is (``FloorBus`` below), the yardstick of
@@ -38,8 +46,9 @@ import platform
 import statistics
 import sys
 import time
+import weakref
 from pathlib import Path
-from types import ModuleType
+from types import MethodType, ModuleType
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,6 +105,70 @@ class FloorBus:
             event, args = queue.popleft()
             for callback in subscribers.get(event, ()):
                 callback(*args)
+
+
+class FlatFloorBus:
+    """The fair floor: like FloorBus, but an event and its arguments are queued flat (two
+    appends), so that nothing per queued event is tracked by the garbage collector (a
+    ``(event, args)`` tuple is, and every collection scans the queue again)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.subscribers: dict[str, list[Callable[..., Any]]] = {}
+        self.queue: collections.deque[Any] = collections.deque()
+        self.pending = False
+
+    def subscribe(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+        self.subscribers.setdefault(event, []).append(callback)
+        return callback
+
+    def publish(self, event: str, *args: Any) -> None:
+        queue = self.queue
+        queue.append(event)
+        queue.append(args)
+        if not self.pending:
+            self.pending = True
+            self.loop.call_soon(self.deliver)
+
+    def deliver(self) -> None:
+        self.pending = False
+        queue = self.queue
+        subscribers = self.subscribers
+        for _ in range(len(queue) // 2):
+            event = queue.popleft()
+            args = queue.popleft()
+            for callback in subscribers.get(event, ()):
+                callback(*args)
+
+
+class WeakFloorBus(FlatFloorBus):
+    """The fair floor for bound methods: held weakly, as pubmarine.py holds them (a weak
+    reference to the object and the method's function, called as ``function(obj, *args)``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.held: dict[str, list[tuple[weakref.ref[Any], Callable[..., Any]]]] = {}
+
+    def subscribe(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+        if isinstance(callback, MethodType):
+            entry = (weakref.ref(callback.__self__), callback.__func__)
+        else:  # "done": a function, held through a weak reference to itself
+            entry = (weakref.ref(callback), lambda function, *args: function(*args))
+            self.subscribers.setdefault(event, []).append(callback)  # keeps it alive
+        self.held.setdefault(event, []).append(entry)
+        return callback
+
+    def deliver(self) -> None:
+        self.pending = False
+        queue = self.queue
+        held = self.held
+        for _ in range(len(queue) // 2):
+            event = queue.popleft()
+            args = queue.popleft()
+            for ref, function in held.get(event, ()):
+                obj = ref()
+                if obj is not None:
+                    function(obj, *args)
 
 
 class Impl:
@@ -246,6 +319,75 @@ def deliveries_per_second(impl: Impl, events: int, subscribers: int) -> float:
         loop.close()
 
 
+#: The fair floors' goals: pubmarine.py's time at most this many times theirs, at every depth and
+#: subscriber count: with functions (flat floor), with bound methods (weak floor).
+FAIR_GOALS = {"functions": 1.25, "bound methods": 1.35}
+DEPTHS = (10, 1000, 100_000)
+
+
+def seconds_at_depth(
+    make: Callable[..., Any], methods: bool, subs: int, depth: int, n: int
+) -> float:
+    """Seconds to deliver ``n`` events to ``subs`` subscribers, published ``depth`` at a time
+    with a turn of the loop between (the queue is never deeper than ``depth``)."""
+    loop = asyncio.new_event_loop()
+    try:
+        bus = make(loop)
+        counter = [0]
+        tickers = [Ticker(counter) for _ in range(subs)]
+        for ticker, tick in zip(tickers, (make_tick(counter) for _ in range(subs))):
+            bus.subscribe("tick", ticker.tick if methods else tick)
+        done = loop.create_future()
+        bus.subscribe("done", lambda: done.set_result(None))
+        publish = bus.publish
+
+        async def run() -> float:
+            started = time.perf_counter()
+            for _ in range(n // depth):
+                for k in range(depth):
+                    publish("tick", k)
+                await asyncio.sleep(0)
+            publish("done")
+            await done
+            return time.perf_counter() - started
+
+        gc.collect()
+        elapsed = loop.run_until_complete(run())
+        if counter[0] != (n // depth) * depth * subs:
+            sys.exit(f"{make.__name__}: {counter[0]} deliveries, expected {n * subs}")
+        return elapsed
+    finally:
+        loop.close()
+
+
+def fair_floor_ratios(rounds: int, events: int) -> None:
+    """pubmarine.py's time over the fair floor's, paired round by round (the order alternates,
+    and a warm-up round is not counted): median, min and max of the ratios."""
+    print(
+        f"\npubmarine.py time / fair floor time, {events:,} events: median (min-max) of "
+        f"{rounds} paired rounds after a warm-up"
+    )
+    print(f"{'':<26}" + "".join(f"{f'depth {d:,}':>22}" for d in DEPTHS) + "   goal")
+    for kind, floor in (("functions", FlatFloorBus), ("bound methods", WeakFloorBus)):
+        methods = kind == "bound methods"
+        for subs in (1, 10):
+            cells, verdicts = [], []
+            for depth in DEPTHS:
+                ratios = []
+                for r in range(rounds + 1):
+                    pair = [pubmarine.PubPen, floor] if r % 2 else [floor, pubmarine.PubPen]
+                    times = {m: seconds_at_depth(m, methods, subs, depth, events) for m in pair}
+                    if r:  # round 0 warms up
+                        ratios.append(times[pubmarine.PubPen] / times[floor])
+                median = statistics.median(ratios)
+                cells.append(f"{median:.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
+                verdicts.append(median <= FAIR_GOALS[kind])
+            state = "met" if all(verdicts) else "MISSED"
+            label = f"{kind}, {subs} sub{'s' if subs > 1 else ''}"
+            print(f"{label:<26}" + "".join(f"{c:>22}" for c in cells), end="")
+            print(f"   <= {FAIR_GOALS[kind]:g}x: {state}")
+
+
 def unsubscribe_seconds(impl: Impl, count: int) -> float:
     loop = asyncio.new_event_loop()
     try:
@@ -281,6 +423,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000, help="publishes per run")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument(
+        "--fair-rounds", type=int, default=7, help="paired rounds against the fair floors"
+    )
+    parser.add_argument(
         "--unsubscribe", type=int, default=100_000, help="subscriptions removed in reverse order"
     )
     parser.add_argument(
@@ -291,6 +436,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    print(f"Python {platform.python_version()} ({platform.python_implementation()})")
+    fair_floor_ratios(args.fair_rounds, args.events)
     impls = find_implementations(args.pubmarine043)
     fanouts = (1, 10)
     rates: dict[tuple[str, int], list[float]] = {(i.name, f): [] for i in impls for f in fanouts}
