@@ -191,7 +191,7 @@ class PubPen:
         # tracked by the garbage collector, and such tuples, alive until delivered, would
         # make every collection meanwhile scan them all.
         self._queue: deque[Any] = deque()
-        self._scheduled = False  # a _deliver is pending via call_soon
+        self._pending: asyncio.Handle | None = None  # the _deliver that call_soon scheduled
         self._tasks: set[asyncio.Future[Any]] = set()  # asyncio itself keeps tasks only weakly
         # Each waiting drain(): its future, and its task if the bus started that task.
         self._drainers: list[tuple[asyncio.Future[None], asyncio.Future[Any] | None]] = []
@@ -353,9 +353,8 @@ class PubPen:
                     return
             if kwargs:
                 snapshot = _Snapshot(event, snapshot.subscriptions, kwargs)
-            if not self._scheduled:
-                self.loop.call_soon(self._deliver)  # first: if it raised, nothing is queued
-                self._scheduled = True
+            if self._pending is None:
+                self._pending = self.loop.call_soon(self._deliver)  # if it raises, nothing
             queue = self._queue
             queue.append(snapshot)
             queue.append(args)
@@ -446,7 +445,11 @@ class PubPen:
                 queue.append(snapshot)
                 queue.append(args)
         # Delivering now, rather than behind whatever is ready on the loop, keeps the promise
-        # that a thread's events come before the callbacks it schedules afterwards.
+        # that a thread's events come before the callbacks it schedules afterwards. A delivery
+        # scheduled earlier is not needed then: cancelled, so that what the callbacks publish
+        # now waits for a new one, behind whatever the loop has ready (not for that one).
+        if self._pending is not None:
+            self._pending.cancel()
         self._deliver()
 
     def _deliver(self) -> None:
@@ -455,7 +458,7 @@ class PubPen:
         Events published meanwhile wait for the next call, which goes to the back of the
         loop's ready queue, so a callback that keeps publishing cannot starve I/O.
         """
-        self._scheduled = False
+        self._pending = None
         queue = self._queue
         try:
             for _ in range(len(queue) // 2):
@@ -509,9 +512,8 @@ class PubPen:
         finally:
             self._rest = None
             if queue:
-                if not self._scheduled:
-                    self.loop.call_soon(self._deliver)
-                    self._scheduled = True
+                if self._pending is None:
+                    self._pending = self.loop.call_soon(self._deliver)
             elif self._drainers:
                 self._settle()
 

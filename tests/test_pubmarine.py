@@ -1445,3 +1445,29 @@ def test_drain_waits_for_tasks_that_an_eager_task_factory_started() -> None:
         assert calls == ["started", "finished", "drained inside"]
     finally:
         loop.close()
+
+
+@pytest.mark.asyncio
+async def test_after_a_wake_up_from_another_thread_callbacks_events_wait_behind_the_loop(
+    pubpen: PubPen,
+) -> None:
+    """The inbox delivers at once what a thread published (and what was queued with it);
+    what its callbacks publish then waits behind what the loop had ready: a delivery that was
+    scheduled earlier must not take it ahead."""
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+
+    def from_thread() -> None:
+        order.append("A")
+        pubpen.publish("from callback")
+
+    pubpen.subscribe("from thread", from_thread)
+    pubpen.subscribe("from callback", lambda: order.append("B"))
+    pubpen.subscribe("from loop", lambda: order.append("P"))
+    thread = threading.Thread(target=pubpen.publish, args=("from thread",))
+    thread.start()
+    thread.join()  # ready: the inbox's wake-up
+    pubpen.publish("from loop")  # ready: the wake-up, then a delivery
+    loop.call_soon(order.append, "x")  # ready: the wake-up, the delivery, x
+    await drained(pubpen)
+    assert order == ["P", "A", "x", "B"]
