@@ -826,8 +826,8 @@ class Display:
 
     Layout, as in the guide::
 
-        row 0          status line (info, error, who we talk to) and what the keys do (or,
-                       after conn_lost, that any key closes)
+        row 0          status line (info, error, who we talk to) and how to quit (or,
+                       after conn_lost, how to close)
         row 1          ----------
         rows 2..R-3    the conversation
         row R-2        ==========
@@ -835,7 +835,8 @@ class Display:
 
     Use it as a context manager: entering sets the terminal up, leaving always restores it.
     Once the conversation is over (``conn_lost``) the screen stays for reading: the scrolling
-    keys still scroll, and any other key ends the program.
+    keys still scroll, typing still edits the line, and Esc or Enter on an empty line ends
+    the program (unless someone calls again first: ``joined`` starts a new conversation).
     """
 
     def __init__(self, pubpen: PubPen) -> None:
