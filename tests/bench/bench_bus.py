@@ -84,7 +84,7 @@ class FloorBus:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.subscribers: dict[str, list[Callable[..., Any]]] = {}
-        self.queue: collections.deque[tuple[str, tuple[Any, ...]]] = collections.deque()
+        self.queue: collections.deque[Any] = collections.deque()  # (event, args) tuples
         self.pending = False
 
     def subscribe(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
@@ -107,20 +107,10 @@ class FloorBus:
                 callback(*args)
 
 
-class FlatFloorBus:
+class FlatFloorBus(FloorBus):
     """The fair floor: like FloorBus, but an event and its arguments are queued flat (two
     appends), so that nothing per queued event is tracked by the garbage collector (a
     ``(event, args)`` tuple is, and every collection scans the queue again)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.subscribers: dict[str, list[Callable[..., Any]]] = {}
-        self.queue: collections.deque[Any] = collections.deque()
-        self.pending = False
-
-    def subscribe(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
-        self.subscribers.setdefault(event, []).append(callback)
-        return callback
 
     def publish(self, event: str, *args: Any) -> None:
         queue = self.queue
@@ -329,7 +319,8 @@ def seconds_at_depth(
     make: Callable[..., Any], methods: bool, subs: int, depth: int, n: int
 ) -> float:
     """Seconds to deliver ``n`` events to ``subs`` subscribers, published ``depth`` at a time
-    with a turn of the loop between (the queue is never deeper than ``depth``)."""
+    with a turn of the loop between (the queue is never deeper than ``depth``, nor ``n``)."""
+    depth = min(depth, n)
     loop = asyncio.new_event_loop()
     try:
         bus = make(loop)
