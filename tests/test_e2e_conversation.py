@@ -700,6 +700,13 @@ def paste_until_not_sent(talk: Talk, most: int) -> int:
     return most
 
 
+def assert_keys_work_and_dot_quits_promptly(talk: Talk) -> None:
+    """The keyboard still answers (what is typed shows), and ``.`` ends talk at once."""
+    talk.type("still typing")
+    talk.wait_for_row(talk.rows - 1, "still typing")
+    assert_quits_promptly(talk)
+
+
 def assert_quits_promptly(talk: Talk) -> None:
     talk.press("ctrl_u")
     talk.type(".")
@@ -723,9 +730,7 @@ def test_peer_that_never_reads_gets_a_bounded_backlog_and_keys_still_work(
     assert "they are not reading" in talk.row(0), talk.text()
     assert pasted < 1500, f"the note came only after {pasted} KB for a peer that does not read"
 
-    talk.type("still typing")
-    talk.wait_for_row(talk.rows - 1, "still typing")
-    assert_quits_promptly(talk)
+    assert_keys_work_and_dot_quits_promptly(talk)
 
 
 def test_lines_typed_before_anyone_connects_are_bounded_and_kept_in_order(
@@ -746,9 +751,7 @@ def test_lines_typed_before_anyone_connects_are_bounded_and_kept_in_order(
     assert 0 < len(got) <= 300 and len(got) < pasted, f"{len(got)} of {pasted} lines kept"
     assert all(len(line) == LINE for line in got), "a line was cut"
 
-    talk.type("still typing")
-    talk.wait_for_row(talk.rows - 1, "still typing")
-    assert_quits_promptly(talk)
+    assert_keys_work_and_dot_quits_promptly(talk)
 
 
 def test_a_conversation_that_ends_in_an_error_exits_non_zero(
