@@ -56,18 +56,15 @@ if __name__ == "__main__":
     # do (a KeyboardInterrupt would print a traceback). There is nothing to clean up yet.
     signal.signal(signal.SIGINT, lambda signum, _frame: sys.exit(128 + signum))
 
-import argparse
 import asyncio
 import codecs
 import contextlib
-import ctypes
 import curses
 import importlib.util
 import locale
 import os
 import pwd
 import re
-import secrets
 import shutil
 import socket
 import stat
@@ -78,7 +75,10 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, NamedTuple, Union, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Union, cast
+
+if TYPE_CHECKING:  # imported where they are used, not at start-up, which is a budget
+    import argparse
 
 
 def use_own_pubmarine() -> None:
@@ -197,6 +197,8 @@ class LineDecoder:
 
 def _c_library_wcwidth() -> Callable[[int], int] | None:
     """The C library's ``wcwidth()``, through ctypes; None where it cannot be found."""
+    import ctypes  # here: a screen of ASCII never needs it
+
     if ctypes.sizeof(ctypes.c_wchar) != 4:
         return None  # a 16-bit wchar_t cannot hold every code point
     try:
@@ -218,7 +220,14 @@ def _estimated_width(code: int) -> int:
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
 
 
-_measure_width = _c_library_wcwidth() or _estimated_width
+def _first_measure(code: int) -> int:
+    """Find the C library's wcwidth() the first time a width is measured."""
+    global _measure_width
+    _measure_width = _c_library_wcwidth() or _estimated_width
+    return _measure_width(code)
+
+
+_measure_width = _first_measure
 #: What char_width() has measured so far: one byte per code point (the width + 2; 0 for not
 #: measured yet), so the memory is 1.1 MB whatever a peer sends.
 _widths = bytearray(sys.maxunicode + 1)
@@ -233,6 +242,8 @@ def char_width(ch: str) -> int:
     messages asks for every character again; forget_widths() when the locale changes.
     """
     code = ord(ch)
+    if 0x20 <= code < 0x7F:
+        return 1  # printable ASCII: one column in every locale
     known = _widths[code]
     if not known:
         known = _widths[code] = max(-1, min(2, _measure_width(code))) + 2
@@ -1750,7 +1761,8 @@ def kind_of_file(mode: int) -> str:
 def private_name(path: str) -> str:
     """A new, unguessable name beside ``path``, for a file nobody else knows about yet."""
     directory = os.path.dirname(os.path.abspath(path))
-    return os.path.join(directory, f".talk-{secrets.token_hex(6)}")
+    # os.urandom() is what the secrets module reads too, without its imports at start-up.
+    return os.path.join(directory, f".talk-{os.urandom(6).hex()}")
 
 
 def remove_stale(path: str, stale: FileId) -> None:
@@ -1931,21 +1943,22 @@ def use_locale() -> None:
     forget_widths()
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's own, but never breaking a key name such as Ctrl-End at its hyphen."""
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return textwrap.fill(
-            " ".join(text.split()),
-            width,
-            initial_indent=indent,
-            subsequent_indent=indent,
-            break_on_hyphens=False,
-        )
-
-
 def make_parser() -> argparse.ArgumentParser:
     """The command line, its --help, and (word for word, checked by a test) the manual page."""
+    import argparse
+
+    class HelpFormatter(argparse.HelpFormatter):
+        """argparse's own, but never breaking a key name such as Ctrl-End at its hyphen."""
+
+        def _fill_text(self, text: str, width: int, indent: str) -> str:
+            return textwrap.fill(
+                " ".join(text.split()),
+                width,
+                initial_indent=indent,
+                subsequent_indent=indent,
+                break_on_hyphens=False,
+            )
+
     parser = argparse.ArgumentParser(
         prog=command_name(),
         usage=(
@@ -1990,12 +2003,24 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+class Options(NamedTuple):
+    """What the command line asks for."""
+
+    user: str | None = None  # the person to call, if any
+    socket: str | None = None  # --socket PATH
+    list: bool = False  # --list
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    if not (sys.argv[1:] if argv is None else argv):
+        # The guide's ``python3 talk.py``: nothing to parse, so no parser is built (nor
+        # argparse imported, nor its help made from the key table): start-up is a budget.
+        return Options()
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.list and args.user is not None:
         parser.error("--list takes no USER")
-    return args
+    return Options(args.user, args.socket, args.list)
 
 
 def command_name() -> str:
