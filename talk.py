@@ -12,10 +12,12 @@ Read it top to bottom. Part I is the guide's program, ``python3 talk.py``, whole
    the places a ``Meeting`` names and letting in whom it admits;
 5. ``main()``: one ``PubPen`` wired to the two halves, and the exit status.
 
-Part II is about *whom* you talk to: a call to one person (``talk.py USER``, 6), telling
-them that you call (7), and who is calling you (8, ``--list``). It reaches Part I through one
-seam only: a call is a ``Meeting`` of its own (its places, whom it admits, what a refused
-caller is told, how the person is told), and Part I never asks which kind it was handed.
+Part II is about *whom* you talk to: a call to one person (``talk.py USER``, 6), the talk
+daemon and talk(1)'s own wire, so that talk(1) and ytalk users can answer and call (7),
+telling the person without a daemon, through write(1) (8), and who is calling you (9,
+``--list``). It reaches Part I through one seam only: a call is a ``Meeting`` of its own (its
+places, whom it admits, what a refused caller is told, how the person is told, the other
+ways it may be reached), and Part I never asks which kind it was handed.
 
 The halves never call each other: they publish and subscribe to events on the shared
 ``PubPen``. Events carry data, not sentences: who is at the other end travels as a ``Peer``,
@@ -31,6 +33,7 @@ event           arguments                   meaning
 ``info``        message                     news to show on the status line
 ``conn_lost``   reason, exit status         the conversation is over (the peer left or failed)
 ``joined``      peer, called us             the other side is there (new: who, and the bell)
+``live``        text                        what a talk(1) peer has typed of its next line
 ``quit``        reason, exit status         the program should end (new: ``.``, signals)
 ==============  ==========================  ================================================
 """
@@ -75,7 +78,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple, Union, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Union, cast
 
 if TYPE_CHECKING:  # imported where they are used, not at start-up, which is a budget
     import argparse
@@ -117,7 +120,9 @@ PATH = "/var/tmp/talk.sock"
 
 #: Every event the parts exchange (see the table above); the PubPen rejects any other name,
 #: so a typo in an event name fails loudly instead of going nowhere.
-EVENTS = ("typed", "outgoing", "incoming", "error", "info", "conn_lost", "joined", "quit")
+EVENTS = (
+    "typed", "outgoing", "incoming", "error", "info", "conn_lost", "joined", "live", "quit"
+)  # fmt: skip
 
 MYSELF = "<myself>"
 YOU = "<you>"
@@ -589,15 +594,18 @@ def first_that_fits(candidates: Iterable[str], width: int) -> str:
 class Peer(NamedTuple):
     """Who is at the other end, as the kernel tells it, never as they say: their login name
     (``uid N`` for a uid without one, empty where the system cannot say), the pid of their
-    program, and how they came (``socket``: straight to our UNIX socket)."""
+    program (0 where the kernel does not say: over TCP), and how they came (``socket``:
+    straight to our UNIX socket; ``talkd``: through the talk daemon, on talk(1)'s wire)."""
 
     login: str
     pid: int
     via: str = "socket"
 
     def __str__(self) -> str:
-        """``alice (pid 10294)``: the peer named in full."""
-        return f"{self.name} (pid {self.pid})" if self.login else "someone (identity unknown)"
+        """``alice (pid 10294)``, ``bob (via talkd)``: the peer named in full."""
+        if not self.login:
+            return "someone (identity unknown)"
+        return f"{self.name} (pid {self.pid})" if self.pid else f"{self.name} (via {self.via})"
 
     @property
     def name(self) -> str:
@@ -840,7 +848,8 @@ class Display:
         row 0          status line (info, error, who we talk to) and how to quit (or,
                        after conn_lost, how to close)
         row 1          ----------
-        rows 2..R-3    the conversation
+        rows 2..R-3    the conversation (its last row, while a talk(1) peer is typing a
+                       line: that line, as it is typed)
         row R-2        ==========
         row R-1        the input line
 
@@ -857,6 +866,7 @@ class Display:
         #: The status line's news, fullest first, then ever shorter ways to say the same.
         self.status: tuple[str, ...] = ()
         self.peer: Peer | None = None  # who is at the other end, once someone is
+        self.live = ""  # what a talk(1) peer has typed of its next line, printable
         self.keys = KeyDecoder()
         self.ending: tuple[str, int] | None = None  # why the conversation ended, exit status
         self.on_screen = False  # between __enter__ and __exit__: curses owns the terminal
@@ -873,6 +883,7 @@ class Display:
         self.pubpen.subscribe("info", self.show_status)
         self.pubpen.subscribe("conn_lost", self.show_end)
         self.pubpen.subscribe("joined", self.show_peer)
+        self.pubpen.subscribe("live", self.show_live)
 
     def __enter__(self) -> Display:
         os.environ.setdefault("ESCDELAY", "25")  # a lone Esc should not stall the keyboard
@@ -1046,6 +1057,11 @@ class Display:
         self.history.add(user, message)
         self.redraw()
 
+    def show_live(self, text: str) -> None:
+        """A talk(1) peer sends each key as it is typed: show its line as it grows."""
+        self.live = printable(text)
+        self.redraw()
+
     def show_status(self, message: object, *_: object) -> None:
         """Show news (``info``) or a problem (``error``) on the status line."""
         self.status = (printable(str(message)),)
@@ -1115,11 +1131,14 @@ class Display:
         else:
             self.put(0, self.status_line(cols))
             self.put(1, "-" * (cols - 1))
-            self.history.resize(cols, rows - 4)
+            live = 1 if self.live else 0
+            self.history.resize(cols, rows - 4 - live)
             for y, (who, line) in enumerate(self.history.window(), start=2):
                 # Your own lines are bold, and nothing else ever is: a peer can make its text
                 # look like anything but that.
                 self.put(y, line, curses.A_BOLD if who == MYSELF else curses.A_NORMAL)
+            if live:
+                self.put(rows - 3, live_row(self.live, cols - 1))
             self.put(rows - 2, self.rule(cols - 1))
             text, x = self.input.view(cols - 1)  # the last cell of the screen stays empty
             self.put(rows - 1, text)
@@ -1199,6 +1218,23 @@ class Display:
                 break
 
 
+def live_row(text: str, width: int) -> str:
+    """``<you> what they type``, in ``width`` columns: the end of it, where they type, if
+    it is longer."""
+    prefix = f"{YOU} "
+    room = width - text_width(prefix)
+    if text_width(text) <= room:
+        return prefix + text
+    if room < 2:
+        return clip(prefix, width)
+    kept = len(text)
+    used = 1  # the mark that says the start is cut off
+    while kept and used + char_width(text[kept - 1]) <= room:
+        kept -= 1
+        used += char_width(text[kept])
+    return f"{prefix}<{text[kept:]}"
+
+
 def terminal_size() -> tuple[int, int]:
     """(rows, columns) the terminal says it has; (0, 0) if it cannot say."""
     try:
@@ -1237,6 +1273,9 @@ def set_autowrap(on: bool) -> None:
 #: sent: at most this many bytes of them (asyncio buffers 64 KiB more, the kernel some
 #: 200 KiB). A line that does not fit is not sent, and the status line says so.
 MAX_UNSENT_BYTES = 256 * 1024
+#: How long a refused caller over TCP has to read its line and hang up.
+REFUSAL_LINGER = 2.0
+MAX_LINGERING = 16
 #: The end of every message about a socket that is busy with someone else.
 ANOTHER_CONVERSATION = "use --socket PATH to start another conversation"
 
@@ -1245,8 +1284,13 @@ class TalkProtocol(asyncio.Protocol):
     """Our end of the conversation: lines on the socket in, events on the PubPen out.
 
     The wire format is one UTF-8 line per message, ending in ``\\n``, so ``nc -U PATH``
-    can take part in a conversation.
+    can take part in a conversation. (Part II's ``TalkdProtocol`` speaks talk(1)'s wire.)
     """
+
+    #: What goes out first, before any line, on this wire: nothing here.
+    GREETING = b""
+    #: How callers on this wire come, for Peer.via.
+    VIA = "socket"
 
     def __init__(self, pubpen: PubPen, *, dialled: str = "") -> None:
         self.pubpen = pubpen
@@ -1302,10 +1346,22 @@ class TalkProtocol(asyncio.Protocol):
         self.paused = False
         self.send_unsent()
 
+    def take_unsent(self, other: TalkProtocol) -> None:
+        """Take over the lines ``other`` holds, typed while nobody was connected: the caller
+        came on another wire (Part II), and gets them all the same."""
+        self.pubpen.unsubscribe(other.sending)
+        self.unsent, self.unsent_bytes = other.unsent, other.unsent_bytes
+        other.unsent, other.unsent_bytes = deque(), 0
+
+    @staticmethod
+    def credentials(transport: asyncio.BaseTransport) -> Credentials | None:
+        """Who is at the other end of ``transport``, from the kernel (SO_PEERCRED)."""
+        return peer_credentials(transport.get_extra_info("socket"))
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.peer = peer_of(peer_credentials(transport.get_extra_info("socket")))
+        self.peer = peer_of(self.credentials(transport), self.VIA)
         self.pubpen.publish("joined", self.peer, not self.dialled)
         self.send_unsent()
 
@@ -1357,17 +1413,43 @@ class Refusal(asyncio.Protocol):
     """
 
     BUSY = "talk: busy: someone is already talking on this socket"
+    transport: asyncio.Transport | None = None
+    #: The refused callers over TCP who still have time to read their line.
+    lingering: ClassVar[set[asyncio.Transport]] = set()
     PRIVATE = "talk: private: "
     #: What each kind of refusal leaves the caller to do.
     KINDS = (("busy", f"; {ANOTHER_CONVERSATION}"), ("private", ""))
 
-    def __init__(self, line: str) -> None:
+    def __init__(self, line: str, greeting: bytes = b"") -> None:
         self.line = line
+        self.greeting = greeting  # what the caller's wire expects first (TalkProtocol.GREETING)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        transport.write(self.line.encode() + b"\n")
-        transport.close()
+        transport.write(self.greeting + self.line.encode() + b"\n")
+        if isinstance(transport.get_extra_info("peername"), tuple) and (
+            len(Refusal.lingering) < MAX_LINGERING
+        ):
+            # TCP: closing with what the caller sent still unread would reset the
+            # connection, and the caller's kernel would drop our line. Say it, stop
+            # sending, and close when they do (or soon, if they do not; at once, if many
+            # already linger: someone floods the port).
+            transport.write_eof()
+            self.transport = transport
+            Refusal.lingering.add(transport)
+            asyncio.get_running_loop().call_later(REFUSAL_LINGER, transport.close)
+        else:
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            Refusal.lingering.discard(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        """What a refused caller says is not read."""
+
+    def eof_received(self) -> None:
+        return None  # and close
 
     @classmethod
     def heard(cls, line: str, place: str, peer: Peer) -> str | None:
@@ -1404,11 +1486,11 @@ def peer_credentials(sock: Any) -> Credentials | None:
     return Credentials(pid, uid)
 
 
-def peer_of(creds: Credentials | None) -> Peer:
+def peer_of(creds: Credentials | None, via: str = "socket") -> Peer:
     """The Peer that ``creds`` name: the login name of their uid, and their pid."""
     if creds is None:
-        return Peer("", 0)
-    return Peer(user_name(creds.uid), creds.pid)
+        return Peer("", 0, via)
+    return Peer(user_name(creds.uid), creds.pid, via)
 
 
 def user_name(uid: int) -> str:
@@ -1513,9 +1595,15 @@ class Meeting:
         """News for the status line: we wait at ``place`` (the others are ``held``)."""
         return f"Waiting for someone to connect to {place}{held_note(held)}"
 
-    async def announce(self, pubpen: PubPen, place: str, held: list[Held]) -> None:
-        """Tell whoever should know that we wait at ``place``; on the shared socket, nobody.
-        Cancelled once someone joins, or when talk ends."""
+    async def call_elsewhere(self, pubpen: PubPen) -> Call | None:
+        """Nobody we admit waits at the places: the Call to whoever waits for us some other
+        way, if anyone does; on the shared socket, there is no other way."""
+        return None
+
+    async def announce(self, pubpen: PubPen, call: Call, place: str, held: list[Held]) -> None:
+        """Tell whoever should know that we wait at ``place`` (and take callers who come
+        some other way into ``call``); on the shared socket, nobody. Cancelled once someone
+        joins, or when talk ends."""
 
 
 def path_error(message: str) -> TalkError:
@@ -1553,6 +1641,8 @@ class Call:
     async def hang_up(self) -> None:
         """Remove our socket file, stop listening, and let what we wrote go out."""
         self.stop_telling()
+        if self.telling is not None:  # let it withdraw what it left (talkd's invitation)
+            await asyncio.wait((self.telling,), timeout=HANGUP_TIMEOUT)
         if self.server is not None:
             remove_own_socket(self.path, self.identity)
             self.server.close()
@@ -1571,24 +1661,35 @@ class Doorkeeper(asyncio.Protocol):
     the conversation and turns everyone else away with one line (a Refusal). Whoever is
     waiting sees only a note on the status line; the two who are talking notice nothing.
     Once the other side has left, the next caller the Meeting admits starts a new
-    conversation, on the same screen."""
+    conversation, on the same screen.
 
-    def __init__(self, meeting: Meeting, call: Call) -> None:
+    ``wire`` is the protocol callers at this server speak: the guide's lines here, talk(1)'s
+    at the TCP port a private call leaves with the talk daemon (Part II)."""
+
+    def __init__(
+        self, meeting: Meeting, call: Call, wire: type[TalkProtocol] = TalkProtocol
+    ) -> None:
         self.meeting = meeting
         self.call = call
+        self.wire = wire
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        creds = peer_credentials(transport.get_extra_info("socket"))
+        creds = self.wire.credentials(transport)
         protocol = self.call.protocol
         door: asyncio.Protocol
         if protocol.transport is not None and not protocol.closed.done():
-            door = Refusal(Refusal.BUSY)  # someone is talking with us
+            door = Refusal(Refusal.BUSY, self.wire.GREETING)  # someone is talking with us
         elif not self.meeting.admits(creds):
-            door = Refusal(self.meeting.refusal())
-            protocol.pubpen.publish("info", self.meeting.turned_away(peer_of(creds)))
+            door = Refusal(self.meeting.refusal(), self.wire.GREETING)
+            turned_away = self.meeting.turned_away(peer_of(creds, self.wire.VIA))
+            protocol.pubpen.publish("info", turned_away)
         else:
             if protocol.transport is not None:  # that conversation is over: a new one
-                protocol = self.call.protocol = TalkProtocol(protocol.pubpen)
+                protocol = self.call.protocol = self.wire(protocol.pubpen)
+            elif type(protocol) is not self.wire:  # the first caller came on another wire
+                fresh = self.wire(protocol.pubpen)
+                fresh.take_unsent(protocol)
+                protocol = self.call.protocol = fresh
             door = protocol
         transport.set_protocol(door)
         door.connection_made(transport)
@@ -1614,6 +1715,7 @@ async def connect_or_wait(pubpen: PubPen, meeting: Meeting) -> Call:
     loop = pubpen.loop
     patience = loop.time() + FULL_QUEUE_PATIENCE
     rounds = 0
+    asked_elsewhere = False
     while rounds < SETUP_ROUNDS:
         # Try the client side first, as in the guide.
         free: list[str] = []
@@ -1649,6 +1751,11 @@ async def connect_or_wait(pubpen: PubPen, meeting: Meeting) -> Call:
             await asyncio.sleep(FULL_QUEUE_RETRY)
             continue
         rounds += 1
+        if not asked_elsewhere:
+            asked_elsewhere = True
+            elsewhere = await meeting.call_elsewhere(pubpen)
+            if elsewhere is not None:
+                return elsewhere
         # Nobody is there: we answer, unless another talk just got there first.
         if not free:
             raise meeting.nowhere(held)
@@ -1678,7 +1785,7 @@ async def wait_on(
         sock.close()
         raise
     pubpen.publish("info", meeting.waiting(place, held))
-    call.telling = asyncio.ensure_future(meeting.announce(pubpen, place, held))
+    call.telling = asyncio.ensure_future(meeting.announce(pubpen, call, place, held))
     pubpen.subscribe("joined", call.stop_telling)
     return call
 
@@ -2090,18 +2197,30 @@ class PrivateCall(Meeting):
     side skips it and both end up at the same next one. Each side asks the kernel who is at
     the other end (SO_PEERCRED) and talks only to the other. While it waits, it tells the
     person it calls on their terminals, with ``answer``, the command that answers.
+
+    Where a talk daemon answers (7), the call is also one that talk(1) and ytalk understand:
+    set-up first looks for an invitation the person left there (they ran ``talk you``), and
+    while it waits it leaves one of its own, at a TCP port where the kernel names whoever
+    connects, and has the daemon tell the person. Whichever way they come first wins.
     """
 
     mode = PRIVATE_MODE  # anyone may connect, to be told it is private; --list sees what it is
 
     def __init__(
-        self, callee: pwd.struct_passwd, me: pwd.struct_passwd, base: str, answer: str
+        self,
+        callee: pwd.struct_passwd,
+        me: pwd.struct_passwd,
+        base: str,
+        answer: str,
+        lister: str = "talk.py --list",
     ) -> None:
         self.login = callee.pw_name
         self.uid = callee.pw_uid
         self.me = me.pw_name
         self.places = places_from(base)
-        self.answer = answer
+        self.answer = answer  # the command that answers, for the notice
+        self.lister = lister  # the command that lists the call, where nobody can be told
+        self.held_elsewhere: list[Held] = []  # invitations in their name that someone else left
 
     def admits(self, creds: Credentials | None) -> bool:
         return creds is not None and creds.uid == self.uid
@@ -2121,17 +2240,38 @@ class PrivateCall(Meeting):
     def waiting_for(self, held: list[Held]) -> str:
         """``Waiting for bob``, and which meeting places others hold (`` (talk-1-2.sock is
         held by mallory)``): how the status line starts while a private call waits."""
-        return f"Waiting for {self.login}{held_note(held)}"
+        return f"Waiting for {self.login}{held_note(held + self.held_elsewhere)}"
 
-    async def announce(self, pubpen: PubPen, place: str, held: list[Held]) -> None:
+    async def call_elsewhere(self, pubpen: PubPen) -> Call | None:
+        """The person may have called us with talk(1) first: then the talk daemon holds an
+        invitation of theirs, with the address where their talk waits."""
+        daemon = TalkDaemon(self.me, self.login)
+        try:
+            answer = await daemon.ask(LOOK_UP)
+        finally:
+            daemon.close()
+        if answer is None or answer.answer != SUCCESS or answer.address is None:
+            return None
+        return await answer_invitation(pubpen, self, answer.address)
+
+    async def announce(self, pubpen: PubPen, call: Call, place: str, held: list[Held]) -> None:
         """Tell the person every TELL_EVERY seconds, TELL_TIMES times at most, and show what
-        happened on the status line."""
+        happened on the status line: through the talk daemon where one answers, which also
+        lets them answer with talk(1); else through write(1)."""
+        invitation = await Invitation.leave(pubpen, self, call)
         notice = f"{self.me} wants to talk. Answer with: {self.answer}\n"
-        for n in range(1, TELL_TIMES + 1):
-            news = await tell(self.login, notice)
-            again = "" if n == 1 else f" (again: {n} of {TELL_TIMES})"
-            pubpen.publish("info", f"{self.waiting_for(held)}: {news}{again}")
-            await asyncio.sleep(TELL_EVERY)
+        try:
+            for n in range(1, TELL_TIMES + 1):
+                if invitation is not None:
+                    news = await invitation.announce(self.login)
+                else:
+                    news = await tell(self.login, notice, self.lister)
+                again = "" if n == 1 else f" (again: {n} of {TELL_TIMES})"
+                pubpen.publish("info", f"{self.waiting_for(held)}: {news}{again}")
+                await asyncio.sleep(TELL_EVERY)
+        finally:
+            if invitation is not None:  # they came, or talk ends: nobody may answer it now
+                invitation.withdraw()
 
 
 def meeting_path(directory: str, uid: int, other: int) -> str:
@@ -2153,11 +2293,401 @@ def private_call(name: str, socket_option: str | None) -> PrivateCall:
     callee = find_user(name)
     me = pwd.getpwuid(os.getuid())
     base = socket_option or meeting_path(os.path.dirname(PATH), me.pw_uid, callee.pw_uid)
-    return PrivateCall(callee, me, base, answer_command(me.pw_name, socket_option))
+    answer = answer_command(me.pw_name, socket_option)
+    return PrivateCall(callee, me, base, answer, list_command(socket_option))
 
 
 # ---------------------------------------------------------------------------------------------
-# 7. Telling the person you call, as talkd does for talk(1)
+# 7. The talk daemon, and talk(1)'s own wire
+# ---------------------------------------------------------------------------------------------
+
+#: The talk daemon that talk(1) and ytalk use (``ntalk``, UDP port 518; inetd starts it as
+#: nobody.tty, so it may write to terminals). The environment variable names another
+#: (``HOST:PORT``, an IPv4 address).
+TALK_DAEMON = ("127.0.0.1", 518)
+TALK_DAEMON_ENV = "TALK_DAEMON"
+#: talkd's messages (``protocols/talkd.h``), in network byte order. A request (CTL_MSG):
+#: version, type, answer, pad, id, the TCP address to meet at, the asker's UDP address, pid,
+#: the asker's and the other person's names, the other's terminal. An answer (CTL_RESPONSE):
+#: version, type, answer, pad, id, an address.
+CTL_MSG = struct.Struct("!BBBBI16s16si12s12s16s")
+CTL_RESPONSE = struct.Struct("!BBBBI16s")
+#: An address in them: 4.3BSD's ``struct sockaddr`` (family first), holding a sockaddr_in.
+OSOCKADDR = struct.Struct("!HH4s8x")
+TALK_VERSION = 1
+LEAVE_INVITE, LOOK_UP, DELETE, ANNOUNCE = range(4)
+SUCCESS = 0
+#: talkd's answers to an announcement, for the status line (NOT_HERE, FAILED,
+#: PERMISSION_DENIED); any other is given by number.
+ANNOUNCE_ANSWERS = {
+    1: "{login} is not logged in",
+    2: "the talk daemon could not tell {login}",
+    4: "{login} is refusing messages",
+}
+#: An id that no invitation has: what talk(1) sends before the daemon gave it one.
+NO_ID = 0xFFFFFFFF
+#: How long to wait for the daemon's answer, and how often to ask: it is on this machine.
+TALKD_WAIT = 0.5
+TALKD_TRIES = 3
+#: A name in a message: at most this many bytes, NUL included (talk(1) cuts longer ones).
+NAME_SIZE = 12
+#: Our edit characters on talk(1)'s wire: erase, kill, word erase (DEL, Ctrl-U, Ctrl-W).
+#: Our lines go out whole, so the other side never sees us use them.
+EDIT_CHARS = b"\x7f\x15\x17"
+#: How long connecting to the address in an invitation may take.
+CONNECT_TIMEOUT = 3.0
+#: The kernel's table of TCP sockets over IPv4, with the uid that owns each.
+TCP_TABLE = "/proc/net/tcp"
+
+
+class Answer(NamedTuple):
+    """The talk daemon's answer: SUCCESS or why not, an id, and an address (or None)."""
+
+    answer: int
+    id: int
+    address: tuple[str, int] | None
+
+
+def daemon_address() -> tuple[str, int]:
+    """Where the talk daemon is asked: TALK_DAEMON, unless the environment names another."""
+    host, _, port = os.environ.get(TALK_DAEMON_ENV, "").rpartition(":")
+    try:
+        socket.inet_aton(host)
+        return host, int(port)
+    except (OSError, ValueError):
+        return TALK_DAEMON
+
+
+def talkd_name(login: str) -> bytes:
+    """A login name as talk(1) puts it in a message: cut to fit, as talk(1) cuts it, so that
+    the daemon pairs our requests with theirs."""
+    return login.encode("utf-8", "replace")[: NAME_SIZE - 1]
+
+
+def osockaddr(address: tuple[str, int]) -> bytes:
+    return OSOCKADDR.pack(socket.AF_INET, address[1], socket.inet_aton(address[0]))
+
+
+def address_of(data: bytes) -> tuple[str, int] | None:
+    family, port, host = OSOCKADDR.unpack(data)
+    return (socket.inet_ntoa(host), port) if family == socket.AF_INET and port else None
+
+
+class TalkDaemon:
+    """The talk daemon, asked as talk(1) asks it, for a call between ``me`` and ``other``.
+
+    Its word is a rendezvous, never an identity: anyone may leave an invitation in any name.
+    Who connects is asked of the kernel.
+    """
+
+    def __init__(self, me: str, other: str) -> None:
+        self.me, self.other = talkd_name(me), talkd_name(other)
+        self.meet_at = ("0.0.0.0", 0)  # where our TCP port waits, for invitations
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        with contextlib.suppress(OSError):  # no route there: every question goes unanswered
+            self.sock.connect(daemon_address())  # only the daemon's answers come back
+
+    async def ask(self, kind: int, id_num: int = NO_ID) -> Answer | None:
+        """Send a request and wait for its answer; None if no daemon answers."""
+        loop = asyncio.get_running_loop()
+        try:
+            request = self.request(kind, id_num)
+        except OSError:
+            return None
+        for _ in range(TALKD_TRIES):
+            try:
+                self.sock.send(request)
+                deadline = loop.time() + TALKD_WAIT
+                while True:
+                    wait = deadline - loop.time()
+                    data = await asyncio.wait_for(loop.sock_recv(self.sock, 1024), wait)
+                    if len(data) < CTL_RESPONSE.size:
+                        continue
+                    version, answered, answer, _pad, got_id, where = CTL_RESPONSE.unpack_from(data)
+                    if version == TALK_VERSION and answered == kind:
+                        return Answer(answer, got_id, address_of(where))
+            except asyncio.TimeoutError:
+                continue
+            except OSError:  # refused: nothing listens at the daemon's port
+                return None
+        return None
+
+    def request(self, kind: int, id_num: int) -> bytes:
+        me = osockaddr(self.sock.getsockname())
+        return CTL_MSG.pack(
+            TALK_VERSION, kind, 0, 0, id_num, osockaddr(self.meet_at), me, os.getpid(),
+            self.me, self.other, b"",
+        )  # fmt: skip
+
+    def forget(self, ids: Iterable[int]) -> None:
+        """Have the daemon delete these invitations, now, without waiting for its answer:
+        this runs as talk ends, and must not wait on anyone."""
+        for id_num in ids:
+            with contextlib.suppress(OSError):
+                self.sock.send(self.request(DELETE, id_num))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Invitation:
+    """What a waiting private call leaves with the talk daemon: a TCP port on 127.0.0.1,
+    where talk(1), ytalk or another talk.py can answer (a Doorkeeper there admits only the
+    person called), and an invitation that points at it. announce() has the daemon tell the
+    person, as talk(1) does every 30 seconds; withdraw() takes it all back."""
+
+    def __init__(self, daemon: TalkDaemon, server: asyncio.AbstractServer) -> None:
+        self.daemon = daemon
+        self.server = server
+        self.ids: set[int] = set()  # every invitation and announcement the daemon holds
+        self.announced = NO_ID
+
+    @classmethod
+    async def leave(cls, pubpen: PubPen, call: PrivateCall, waiting: Call) -> Invitation | None:
+        """Open the port and leave the invitation; None if no talk daemon answers."""
+        daemon = TalkDaemon(call.me, call.login)
+        try:
+            server = await pubpen.loop.create_server(
+                partial(Doorkeeper, call, waiting, TalkdProtocol), "127.0.0.1", 0
+            )
+        except BaseException:
+            daemon.close()
+            raise
+        daemon.meet_at = server.sockets[0].getsockname()[:2]
+        invitation = cls(daemon, server)
+        try:
+            left = await daemon.ask(LEAVE_INVITE)
+        except BaseException:
+            invitation.withdraw()
+            raise
+        if left is None:
+            invitation.withdraw()
+            return None
+        invitation.ids.add(left.id)
+        return invitation
+
+    async def announce(self, login: str) -> str:
+        """Renew the invitation and have the daemon tell ``login``; what happened, for the
+        status line."""
+        # The daemon tells the person again only for an announcement with a new id.
+        id_num = NO_ID if self.announced == NO_ID else (self.announced + 1) & NO_ID
+        left = await self.daemon.ask(LEAVE_INVITE, id_num)
+        told = await self.daemon.ask(ANNOUNCE, id_num)
+        for answer in (left, told):
+            if answer is not None:
+                self.ids.add(answer.id)
+        if told is None:
+            return "the talk daemon stopped answering"
+        self.announced = told.id
+        if told.answer == SUCCESS:
+            return f"the talk daemon told {login}"
+        why = ANNOUNCE_ANSWERS.get(told.answer, "the talk daemon said no ({answer})")
+        return why.format(login=login, answer=told.answer)
+
+    def withdraw(self) -> None:
+        """Nobody may answer any more: delete the invitations and close the port (a caller
+        already let in keeps talking)."""
+        self.daemon.forget(sorted(self.ids))
+        self.daemon.close()
+        self.server.close()
+
+
+async def answer_invitation(
+    pubpen: PubPen, call: PrivateCall, address: tuple[str, int]
+) -> Call | None:
+    """Connect to the talk waiting at ``address`` (from an invitation in the callee's name),
+    if it is the callee's: the kernel says whose it is. None if it is gone or someone else's.
+    """
+    loop = pubpen.loop
+    where = f"{address[0]}:{address[1]}"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        try:
+            # Binding to the invitation's host fails unless it is an address of this
+            # machine: an invitation (anyone may leave one) never sends talk elsewhere.
+            sock.bind((address[0], 0))
+            await asyncio.wait_for(loop.sock_connect(sock, address), CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError):
+            sock.close()
+            return None  # an invitation its talk left behind
+        holder = tcp_owner(sock.getpeername(), sock.getsockname())
+        if not call.admits(holder):
+            sock.close()
+            name = "someone not on this machine" if holder is None else user_name(holder.uid)
+            call.held_elsewhere.append(Held(where, f"an invitation in their name, {name}'s"))
+            return None
+        _transport, protocol = await loop.create_connection(
+            partial(TalkdProtocol, pubpen, dialled=where), sock=sock
+        )
+    except BaseException:
+        sock.close()
+        raise
+    assert isinstance(protocol, TalkdProtocol)
+    return Call(protocol)
+
+
+def tcp_credentials(transport: asyncio.BaseTransport) -> Credentials | None:
+    """Who is at the other end of a TCP connection, if it is on this machine."""
+    sock = transport.get_extra_info("socket")
+    try:
+        return tcp_owner(sock.getpeername(), sock.getsockname())
+    except (AttributeError, OSError):
+        return None
+
+
+def tcp_owner(local: tuple[str, int], remote: tuple[str, int]) -> Credentials | None:
+    """The owner of the TCP socket at ``local`` connected to ``remote``, from the kernel's
+    table (as ``ss -tne`` shows it); None if it is not on this machine. The pid is not in
+    the table: it is 0."""
+    wanted = (table_address(local), table_address(remote))
+    try:
+        with open(TCP_TABLE, encoding="ascii", errors="replace") as table:
+            next(table, None)  # the heading
+            for row in table:
+                fields = row.split()
+                if len(fields) > 7 and (fields[1], fields[2]) == wanted:
+                    return Credentials(0, int(fields[7]))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def table_address(address: tuple[str, int]) -> str:
+    """``0100007F:8222``: an address as the kernel's table writes it (the IPv4 address as a
+    32-bit number in this machine's byte order, the port as a number)."""
+    (number,) = struct.unpack("=I", socket.inet_aton(address[0]))
+    return f"{number:08X}:{address[1]:04X}"
+
+
+class LiveLine:
+    """The line a talk(1) peer is typing, as it types it.
+
+    talk(1) sends every key: characters, its own erase, kill and word erase characters
+    (sent first on the wire), and a newline that ends the line. Invalid UTF-8 becomes
+    U+FFFD; a line longer than ``max_chars`` is cut there and marked.
+    """
+
+    def __init__(self, max_chars: int = MAX_LINE_BYTES) -> None:
+        self.max_chars = max_chars
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.chars: list[str] = []
+        self.cut = False
+        self.use_edit_chars(b"\x7f\x15\x17")  # until they say theirs
+
+    def use_edit_chars(self, chars: bytes) -> None:
+        """The peer's three edit characters; a byte that is not ASCII edits nothing."""
+        self.erase, self.kill, self.word_erase = (chr(c) if c < 0x80 else "" for c in chars)
+        keys = "".join(k for k in (self.erase, self.kill, self.word_erase) if k)
+        #: What is not simply typed: the edit characters, newline, carriage return.
+        self.special = re.compile(f"[\n\r{re.escape(keys)}]")
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chars)
+
+    def feed(self, data: bytes) -> list[str]:
+        """Keys from the peer; return the lines they finished."""
+        text = self.decoder.decode(data)
+        lines: list[str] = []
+        start = 0
+        for key in self.special.finditer(text):  # runs of characters are added at once
+            self._type(text[start : key.start()])
+            self._edit(key.group(), lines)
+            start = key.end()
+        self._type(text[start:])
+        return lines
+
+    def _type(self, run: str) -> None:
+        room = self.max_chars - len(self.chars)
+        if len(run) > room:
+            run = run[: max(0, room)]
+            self.cut = True
+        self.chars.extend(run)
+
+    def _edit(self, key: str, lines: list[str]) -> None:
+        chars = self.chars
+        if key == "\n":
+            lines.append(self.take())
+        elif key == "\r":
+            pass  # a terminal's carriage return, before or instead of the newline
+        elif key == self.erase:
+            if chars:
+                chars.pop()
+        elif key == self.kill:
+            chars.clear()
+            self.cut = False
+        elif key == self.word_erase:
+            while chars and chars[-1] == " ":
+                chars.pop()
+            while chars and chars[-1] != " ":
+                chars.pop()
+
+    def take(self) -> str:
+        line = self.text + (CUT_MARK if self.cut else "")
+        self.chars = []
+        self.cut = False
+        return line
+
+    def finish(self) -> str | None:
+        """The peer has gone: what it had typed of a line, if anything, as a last line."""
+        self._type(self.decoder.decode(b"", final=True))  # half a character: U+FFFD
+        return self.take() if self.chars or self.cut else None
+
+
+class TalkdProtocol(TalkProtocol):
+    """talk(1)'s wire, for whoever comes through the talk daemon: each side first sends its
+    three edit characters, then every key as it is typed. The peer's line grows on its own
+    row (``live``) and joins the conversation when they press Enter; our lines go out whole,
+    each ending in a newline. Who is there is asked of the kernel's TCP table."""
+
+    GREETING = EDIT_CHARS
+    VIA = "talkd"
+
+    def __init__(self, pubpen: PubPen, *, dialled: str = "") -> None:
+        super().__init__(pubpen, dialled=dialled)
+        self.edit_chars = b""
+        self.typing = LiveLine()
+
+    @staticmethod
+    def credentials(transport: asyncio.BaseTransport) -> Credentials | None:
+        return tcp_credentials(transport)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self.GREETING)
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if len(self.edit_chars) < len(EDIT_CHARS):
+            need = len(EDIT_CHARS) - len(self.edit_chars)
+            self.edit_chars += data[:need]
+            data = data[need:]
+            if len(self.edit_chars) == len(EDIT_CHARS):
+                self.typing.use_edit_chars(self.edit_chars)
+        before = self.typing.text
+        self.publish_lines(self.typing.feed(data))
+        if self.typing.text != before:
+            self.pubpen.publish("live", self.typing.text)
+
+    def eof_received(self) -> None:
+        self.finish_typing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.finish_typing()
+        super().connection_lost(exc)
+
+    def finish_typing(self) -> None:
+        """What they had typed of a line is a line: nothing typed is lost."""
+        line = self.typing.finish()
+        if line is not None:
+            self.publish_lines([line])
+            self.pubpen.publish("live", "")
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Telling the person without a talk daemon: write(1)
 # ---------------------------------------------------------------------------------------------
 
 #: The login records, as who(1) reads them; the environment variable names another file.
@@ -2172,15 +2702,29 @@ TELL_EVERY = 30.0
 TELL_TIMES = 10
 #: How long one write(1) may take before talk gives up on that terminal.
 WRITE_TIMEOUT = 5.0
+#: The login records read at most (some 10,000 logins).
+MAX_UTMP_BYTES = 4 * 1024 * 1024
 
 
 def logged_in_terminals(login: str, utmp: str) -> list[str]:
-    """The terminals (``pts/3``) where ``login`` is logged in, from the login records."""
+    """The terminals (``pts/3``) where ``login`` is logged in, from the login records.
+
+    Only a regular file is read, and opening it never waits: a FIFO or a device named by
+    TALK_UTMP would block the loop, and with it the keyboard and Ctrl-C.
+    """
     try:
-        with open(utmp, "rb") as records:
-            data = records.read()
+        fd = os.open(utmp, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return []
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        with open(fd, "rb", closefd=False) as records:
+            data = records.read(MAX_UTMP_BYTES)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
     terminals = []
     size = UTMP_RECORD.size
     for start in range(0, len(data) - size + 1, size):
@@ -2206,6 +2750,21 @@ def accepts_messages(terminal: str) -> bool:
         return False
 
 
+def may_write_to(terminal: str, write: str) -> bool:
+    """Whether write(1) at ``write`` can write to ``terminal`` for us: only its owner and
+    its group (tty) may. Since the fix for CVE-2024-28085 (Debian 12's bsdextrautils
+    2.38.1-5+deb12u1) write(1) is not setgid tty, and an ordinary user is not in that group,
+    so it cannot; root can, and so can a write(1) that is still setgid to the group."""
+    try:
+        group = os.stat(f"/dev/{terminal}").st_gid
+        program = os.stat(write)
+    except OSError:
+        return False
+    if os.geteuid() == 0 or group == os.getegid() or group in os.getgroups():
+        return True
+    return bool(program.st_mode & stat.S_ISGID) and program.st_gid == group
+
+
 def own_terminal() -> str:
     """The terminal talk runs on (``pts/3``), never one to send a notice to."""
     try:
@@ -2215,29 +2774,88 @@ def own_terminal() -> str:
 
 
 def talk_command() -> str:
-    """The command that runs this talk, for whoever is told how to answer.
+    """The command that runs this talk, for whoever is told how to answer: it must be one
+    that is safe for them to run, quoted for their shell.
 
     Run as the installed command (``pubtalk``, a console script), that command: a path into
-    a virtual environment or a pipx home means nothing to someone else. Run from a zipapp,
-    the archive, not a path inside it. Run as ``python3 talk.py``, this file.
+    a virtual environment or a pipx home means nothing to someone else. Run as ``python3
+    talk.py`` (or from a zipapp), that file, but only if nobody but root can change it and
+    everyone can read it: a file in the caller's home is the caller's to change (and on
+    Debian 12 unreadable to others). Otherwise the command without a path: ``pubtalk`` if
+    that is installed where only root can change it, else ``talk.py``.
     """
+    import shlex
+
     if os.path.isfile(__file__) and sys.modules.get("__main__") is sys.modules.get(__name__):
-        return f"python3 {os.path.abspath(__file__)}"
-    if not os.path.isfile(__file__):  # inside an archive: a zipapp
-        return f"python3 {os.path.abspath(sys.argv[0])}"
-    return command_name()
+        program = __file__
+    elif not os.path.isfile(__file__):  # inside an archive: a zipapp
+        program = sys.argv[0]
+    else:
+        return command_name()
+    program = os.path.realpath(program)
+    if only_root_can_change(program):
+        return f"python3 {shlex.quote(program)}"
+    installed = shutil.which(INSTALLED_COMMAND)
+    if installed is not None and only_root_can_change(os.path.realpath(installed)):
+        return INSTALLED_COMMAND
+    return "talk.py"
+
+
+#: The command that pip installs (setup.cfg's console script).
+INSTALLED_COMMAND = "pubtalk"
+
+
+def only_root_can_change(path: str) -> bool:
+    """Whether ``path`` (with no symbolic links in it) and every directory above it are
+    root's, nobody else may replace any of them, and everyone may read it. A directory that
+    others may write to counts only if it is sticky (like /tmp): there only root may rename
+    or remove what root owns."""
+    shared = stat.S_IWGRP | stat.S_IWOTH
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if st.st_uid != 0 or st.st_mode & shared or not st.st_mode & stat.S_IROTH:
+        return False
+    while True:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        try:
+            up = os.stat(parent)
+        except OSError:
+            return False
+        if up.st_uid != 0 or not up.st_mode & stat.S_IXOTH:
+            return False
+        if up.st_mode & shared and not up.st_mode & stat.S_ISVTX:
+            return False
+        path = parent
+
+
+def list_command(socket_option: str | None) -> str:
+    """What the person called types to list the call (``--list``), quoted for their shell."""
+    import shlex
+
+    command = f"{talk_command()} --list"
+    if socket_option is None:
+        return command
+    return f"{command} --socket {shlex.quote(os.path.abspath(socket_option))}"
 
 
 def answer_command(caller: str, socket_option: str | None) -> str:
-    """What the person called types to answer ``caller``."""
-    command = f"{talk_command()} {caller}"
-    return command if socket_option is None else f"{command} --socket {socket_option}"
+    """What the person called types to answer ``caller``, quoted for their shell."""
+    import shlex
+
+    command = f"{talk_command()} {shlex.quote(caller)}"
+    if socket_option is None:
+        return command
+    return f"{command} --socket {shlex.quote(os.path.abspath(socket_option))}"
 
 
-async def tell(login: str, notice: str) -> str:
+async def tell(login: str, notice: str, lister: str = "talk.py --list") -> str:
     """Send ``notice`` to each of ``login``'s terminals that accepts messages, through
-    write(1) (setgid tty on most systems, so talk needs no privilege of its own); return
-    what happened, for the status line.
+    write(1), where it may write to them; return what happened, for the status line (where
+    nobody can be told, that ``lister`` finds the call).
 
     Nothing write(1) prints can reach talk's screen: its output is read here, and it runs
     in a session of its own, without a controlling terminal.
@@ -2251,8 +2869,12 @@ async def tell(login: str, notice: str) -> str:
     if not open_terminals:
         return f"{login} is refusing messages"
     write = shutil.which("write")
+    finds = f"; {login} finds the call with {lister}"
     if write is None:
-        return "write(1) is not installed"
+        return f"no talk daemon answers and write(1) is not installed{finds}"
+    open_terminals = [t for t in open_terminals if may_write_to(t, write)]
+    if not open_terminals:
+        return f"no talk daemon answers and write(1) may not write to other terminals here{finds}"
     told: list[str] = []
     failed: list[str] = []
     for terminal in open_terminals:
@@ -2268,10 +2890,10 @@ async def tell(login: str, notice: str) -> str:
         try:
             await asyncio.wait_for(process.communicate(notice.encode()), WRITE_TIMEOUT)
         except asyncio.TimeoutError:
-            process.kill()
+            kill_session(process.pid)
             await process.wait()
         except BaseException:  # cancelled: the call was answered, or talk is ending
-            process.kill()  # a notice must not arrive after that
+            kill_session(process.pid)  # a notice must not arrive after that
             raise
         (told if process.returncode == 0 else failed).append(terminal)
     news = []
@@ -2282,8 +2904,15 @@ async def tell(login: str, notice: str) -> str:
     return "; ".join(news)
 
 
+def kill_session(leader: int) -> None:
+    """Kill write(1), and anything it started, wherever they are blocked (a stopped
+    terminal): they run in a session of their own, whose id is write(1)'s pid."""
+    with contextlib.suppress(OSError):
+        os.killpg(leader, signal.SIGKILL)
+
+
 # ---------------------------------------------------------------------------------------------
-# 8. Who is waiting to talk to you (--list)
+# 9. Who is waiting to talk to you (--list)
 # ---------------------------------------------------------------------------------------------
 
 #: The kernel's socket table, as ``ss -xl`` reads it (sock_diag over netlink).
@@ -2359,7 +2988,10 @@ def listener_at(path: str, live: set[tuple[int, int]] | None) -> os.stat_result 
 
 
 def list_waiting(socket_option: str | None) -> int:
-    """Print who is waiting to talk to you, with the command that answers each; exit 0."""
+    """Print who is waiting to talk to you, with the command that answers each (quoted for
+    the shell: a name or a path may hold spaces or ``;``); exit 0."""
+    import shlex
+
     me = os.getuid()
     shared = socket_option or PATH
     directory = os.path.dirname(os.path.abspath(shared))
@@ -2381,10 +3013,11 @@ def list_waiting(socket_option: str | None) -> int:
         if st is None or st.st_uid not in (low, high) or (st.st_uid == me and low != high):
             continue  # stale, a squatter's, or your own call to someone else
         caller = printable(user_name(st.st_uid))
-        base = meeting_path(directory, low, high)
+        base = shlex.quote(meeting_path(directory, low, high))
         option = "" if directory == os.path.dirname(PATH) else f" --socket {base}"
-        lines.append(f"{caller} is waiting to talk to you: {here} {caller}{option}")
-    option = "" if socket_option is None else f" --socket {shared}"
+        lines.append(f"{caller} is waiting to talk to you: {here} {shlex.quote(caller)}{option}")
+    absolute = shlex.quote(os.path.abspath(shared))
+    option = "" if socket_option is None else f" --socket {absolute}"
     for place in places_from(shared):
         st = listener_at(place, live)
         if st is None or st.st_uid == me:
@@ -2393,7 +3026,7 @@ def list_waiting(socket_option: str | None) -> int:
         if stat.S_IMODE(st.st_mode) == PRIVATE_MODE:
             lines.append(
                 f"{who} is waiting on {place} for a private call, only for the person called: "
-                f"{here} {who}{option}"
+                f"{here} {shlex.quote(who)}{option}"
             )
         else:
             lines.append(f"{who} is waiting for anyone on {place}: {here}{option}")

@@ -81,19 +81,18 @@ def shared_dir(prefix: str, mode: int) -> str:
     return directory
 
 
-def ensure_user(login: str, uid: int | None = None) -> pwd.struct_passwd:
-    """The account ``login`` (with ``uid``, if given), created (no home, no password, no login
-    shell) if missing."""
+def ensure_user(login: str, uid: int | None = None, can_log_in: bool = False) -> pwd.struct_passwd:
+    """The account ``login`` (with ``uid``, if given), created if missing: with no home, no
+    password and no login shell, or, if it ``can_log_in``, with a home and /bin/sh."""
     try:
         return pwd.getpwnam(login)
     except KeyError:
         pass
     chosen = [] if uid is None else ["-u", str(uid)]
-    subprocess.run(
-        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", *chosen, login],
-        check=False,
-        capture_output=True,
-    )
+    kind = ["--create-home", "--shell", "/bin/sh"] if can_log_in else [
+        "--no-create-home", "--shell", "/usr/sbin/nologin"
+    ]  # fmt: skip
+    subprocess.run(["useradd", *kind, *chosen, login], check=False, capture_output=True)
     try:
         return pwd.getpwnam(login)
     except KeyError:

@@ -9,7 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 from as_user import readable_copy, shared_dir
-from terminal import Peers, ScreenTalk, Spawner, socket_dir
+from terminal import NO_TALK_DAEMON, Peers, ScreenTalk, Spawner, socket_dir
+
+
+@pytest.fixture(autouse=True)
+def no_talk_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """talk.py, imported by a test, finds no talk daemon (``terminal.NO_TALK_DAEMON``)
+    unless the test points it at one."""
+    monkeypatch.setenv("TALK_DAEMON", NO_TALK_DAEMON)
 
 
 @pytest.fixture

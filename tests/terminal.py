@@ -229,10 +229,25 @@ _PYTHON_BEHAVIOUR = (
 )
 
 
+def _closed_udp_port() -> str:
+    """``127.0.0.1:N``, a UDP port where nothing listens (one just let go of)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+#: Where talk.py looks for the talk daemon in tests that do not meet a real one: nowhere, as
+#: on a machine without talkd, so that a talkd this machine runs (or one the talkd tests
+#: started) does not change what they see. The talkd tests use the real one.
+NO_TALK_DAEMON = _closed_udp_port()
+
+
 def child_env(**overrides: str) -> dict[str, str]:
     """The environment the program runs in: ours, with a known terminal and a UTF-8 locale,
-    and without the settings that make Python behave unlike it does for a user."""
+    and without the settings that make Python behave unlike it does for a user; without a
+    talk daemon unless ``TALK_DAEMON`` says otherwise."""
     env = dict(os.environ)
+    env.setdefault("TALK_DAEMON", NO_TALK_DAEMON)
     env.pop("LINES", None)  # would override the pty size in curses
     env.pop("COLUMNS", None)
     # E.g. PYTHONUNBUFFERED hides what a buffered stderr does when the terminal is gone.

@@ -42,7 +42,7 @@ def told(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The notices talk sends, in order: tell() records them instead of running write(1)."""
     notices: list[str] = []
 
-    async def tell(login: str, notice: str) -> str:
+    async def tell(login: str, notice: str, lister: str = "") -> str:
         notices.append(notice)
         return "told bob on pts/3"
 
@@ -62,7 +62,7 @@ async def test_the_party_is_told_again_every_so_often_at_most_ten_times(
     monkeypatch.setattr(talk, "TELL_EVERY", 0.001)
     me = pwd.getpwuid(os.getuid())
     call = talk.PrivateCall(me, me, "/nonexistent/x.sock", "python3 talk.py me")
-    await call.announce(pubpen, call.places[0], [])
+    await call.announce(pubpen, talk.Call(talk.TalkProtocol(pubpen)), call.places[0], [])
     await pubpen.drain()
     assert len(told) == 10
     assert shown[0] == f"Waiting for {LOGIN}: told bob on pts/3"

@@ -304,9 +304,12 @@ def test_the_installed_command_tells_others_to_run_pubtalk(
     ), listed.stdout + listed.stderr
 
 
+@pytest.mark.parametrize("place", ["only root can change", "private"])
 def test_a_zipapp_names_the_archive_not_a_path_inside_it(
-    someone_waiting: str, tmp_path: Path
+    someone_waiting: str, tmp_path: Path, place: str
 ) -> None:
+    """The archive is named if the person told can trust it (nobody but root can change it,
+    everyone can read it); otherwise only the command's name is."""
     import pubmarine
 
     app = tmp_path / "app"
@@ -314,13 +317,19 @@ def test_a_zipapp_names_the_archive_not_a_path_inside_it(
     for name in ("talk.py", "pubmarine.py"):
         shutil.copy(REPO_ROOT / name, app / name)
     (app / "__main__.py").write_text("import sys\nimport talk\n\nsys.exit(talk.main())\n")
-    archive = tmp_path / "talk.pyz"
-    zipapp.create_archive(app, archive)
-    shutil.rmtree(app)
-    version = run([sys.executable, str(archive), "--version"])
-    assert version.stdout == f"talk.pyz {pubmarine.__version__}\n", version.stderr
-    listed = run([sys.executable, str(archive), "--list", "--socket", someone_waiting])
+    home = Path(shared_dir("talk-app-", 0o755)) if place != "private" else tmp_path
+    try:
+        archive = home / "talk.pyz"
+        zipapp.create_archive(app, archive)
+        archive.chmod(0o644)
+        shutil.rmtree(app)
+        version = run([sys.executable, str(archive), "--version"])
+        assert version.stdout == f"talk.pyz {pubmarine.__version__}\n", version.stderr
+        listed = run([sys.executable, str(archive), "--list", "--socket", someone_waiting])
+    finally:
+        if home != tmp_path:
+            shutil.rmtree(home, ignore_errors=True)
+    command = f"python3 {os.path.realpath(archive)}" if place != "private" else "talk.py"
     assert listed.stdout == (
-        f"nobody is waiting for anyone on {someone_waiting}: "
-        f"python3 {archive} --socket {someone_waiting}\n"
+        f"nobody is waiting for anyone on {someone_waiting}: {command} --socket {someone_waiting}\n"
     ), listed.stdout + listed.stderr

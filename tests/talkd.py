@@ -1,0 +1,142 @@
+"""The talk daemon, real logins and BSD talk, as Debian 12 ships them, for the end-to-end
+tests of talk.py's talkd route. Not a test file.
+
+Nothing here makes the machine kinder than a stock Debian box: talkd runs under
+openbsd-inetd as ``nobody.tty`` (as the talkd package configures it), logins are made by
+``login -f`` (which writes the login record, as any login does), terminals are opened with
+``mesg y`` by their owner, and write(1) is whatever the system installed. The one thing
+done as a boot would do it: where no ``/run/utmp`` exists (a container that never booted),
+it is created empty, root:utmp 0664, as systemd-tmpfiles creates it at every boot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from terminal import DEADLINE, Talk, child_env, wait_until
+
+INETD = "/usr/sbin/inetd"
+NTALKD = "/usr/sbin/in.ntalkd"
+BSD_TALK = "/usr/bin/talk"
+UTMP = "/run/utmp"
+DAEMON = ("127.0.0.1", 518)
+#: The line inetd.conf gets for talkd, as the talkd package writes it, but only on loopback.
+INETD_LINE = "127.0.0.1:ntalk dgram udp wait nobody.tty /usr/sbin/in.ntalkd in.ntalkd\n"
+
+#: The logins of the talkd tests: real accounts with a shell and a home, as people have.
+ALICE, BOB, MALLORY, CAROL = "tk-alice", "tk-bob", "tk-mallory", "tk-carol"
+
+#: The tests' own copy of talkd's message layout (protocols/talkd.h), to ask the daemon
+#: what it holds, as talk(1) would.
+CTL_MSG = struct.Struct("!BBBBI16s16si12s12s16s")
+CTL_RESPONSE = struct.Struct("!BBBBI16s")
+LOOK_UP = 1
+SUCCESS = 0
+
+_EXEC = "import os, sys; os.execvp(sys.argv[1], sys.argv[1:])"
+
+
+def _sockaddr(address: tuple[str, int]) -> bytes:
+    return struct.pack("!HH4s8x", socket.AF_INET, address[1], socket.inet_aton(address[0]))
+
+
+def look_up(caller: str, callee: str, timeout: float = 1.0) -> tuple[int, int] | None:
+    """Ask the talk daemon, as ``callee`` running ``talk caller`` would, whether ``caller``
+    left an invitation: (answer, port of the invitation), or None if no daemon answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(DAEMON)
+        me = _sockaddr(sock.getsockname())
+        request = CTL_MSG.pack(
+            1, LOOK_UP, 0, 0, 0, _sockaddr(("0.0.0.0", 0)), me, os.getpid(),
+            callee.encode(), caller.encode(), b"",
+        )  # fmt: skip
+        try:
+            sock.send(request)
+            data = sock.recv(1024)
+        except OSError:
+            return None
+    _version, _kind, answer, _pad, _id, address = CTL_RESPONSE.unpack_from(data)
+    return answer, struct.unpack_from("!H", address, 2)[0]
+
+
+@contextlib.contextmanager
+def talk_daemon() -> Iterator[None]:
+    """A talk daemon on 127.0.0.1:518: the machine's own if it runs one, else inetd started
+    here with talkd's line (needs root and the Debian packages talkd and openbsd-inetd)."""
+    if look_up("nobody-at-all", "nobody-else") is not None:
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.skip("no talk daemon runs here, and starting one under inetd needs root")
+    missing = [path for path in (INETD, NTALKD) if not os.path.exists(path)]
+    if missing:
+        pytest.skip(
+            f"{' and '.join(missing)} missing: install Debian's talkd and openbsd-inetd "
+            "(.ci/run does, as root)"
+        )
+    directory = tempfile.mkdtemp(prefix="talk-inetd-")
+    conf = os.path.join(directory, "inetd.conf")
+    with open(conf, "w") as file:
+        file.write(INETD_LINE)
+    inetd = subprocess.Popen(
+        [INETD, "-i", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while look_up("nobody-at-all", "nobody-else", 0.2) is None:
+            if inetd.poll() is not None or time.monotonic() > deadline:
+                pytest.skip("inetd could not start talkd on 127.0.0.1:518")
+        yield
+    finally:
+        inetd.terminate()
+        inetd.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def ensure_utmp() -> None:
+    """The login records file, as a boot leaves it (see the module's docstring)."""
+    if os.path.exists(UTMP):
+        return
+    fd = os.open(UTMP, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664)
+    os.close(fd)
+    with contextlib.suppress(KeyError):
+        os.chown(UTMP, 0, grp.getgrnam("utmp").gr_gid)
+
+
+#: The prompt the tests' login shells are given, to tell when a command has finished.
+PROMPT = "ready> "
+
+
+def log_in(spawn: Callable[..., Talk], login: str, *, mesg: bool = True) -> Talk:
+    """A real login of ``login`` on a new terminal (``login -f``, so it has a login record),
+    at a shell prompt, with messages allowed (``mesg y``) unless ``mesg`` is False."""
+    shell = spawn("", args=["-c", _EXEC, "login", "-f", login], env=child_env())
+    shell.type(f"PS1='{PROMPT}'; mesg {'y' if mesg else 'n'}\r")
+    at_prompt(shell)
+    return shell
+
+
+def at_prompt(shell: Talk, timeout: float = DEADLINE) -> None:
+    """Wait until the shell's cursor is at its prompt."""
+
+    def waiting(s: Talk) -> bool:
+        x, y = s.cursor
+        row = s.row(y)  # blanks after the prompt are cut off
+        return row.endswith(PROMPT.rstrip()) and x == len(row) + 1
+
+    shell.wait_until(waiting, timeout, "the shell's prompt")
+
+
+def wait_for_daemon(condition: Callable[[], bool], what: str) -> None:
+    wait_until(condition, DEADLINE, what)

@@ -1,0 +1,279 @@
+"""End-to-end tests of ``talk.py USER`` on a stock Debian 12 box: the talk daemon, BSD talk,
+real logins and write(1) as Debian ships it (not setgid tty).
+
+alice, bob, carol and mallory are real accounts with a shell; alice and bob log in with
+``login -f`` on terminals of their own (so the login records are written by a login), and
+run talk.py or BSD talk (``talk``) at their shell prompt, as people do. The talk daemon is the
+machine's own, or Debian's in.ntalkd started by openbsd-inetd (see talkd.py). Everything here
+needs root (to make the accounts and logins) and those packages, and skips saying so otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import signal
+import stat
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from as_user import as_user, ensure_user, python_for_others
+from talkd import (
+    ALICE,
+    BOB,
+    BSD_TALK,
+    CAROL,
+    MALLORY,
+    SUCCESS,
+    ensure_utmp,
+    log_in,
+    look_up,
+    talk_daemon,
+)
+from terminal import DEADLINE, NO_TALK_DAEMON, Spawner, Talk, wait_until
+
+People = dict[str, pwd.struct_passwd]
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[None]:
+    """A talk daemon on 127.0.0.1:518 for the whole module."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make logins (login -f) and accounts")
+    with talk_daemon():
+        yield
+
+
+@pytest.fixture
+def people(daemon: None) -> People:
+    ensure_utmp()
+    return {name: ensure_user(name, can_log_in=True) for name in (ALICE, BOB, CAROL, MALLORY)}
+
+
+@pytest.fixture
+def bsd_talk() -> str:
+    if not os.path.exists(BSD_TALK):
+        pytest.skip(f"{BSD_TALK} missing: install Debian's talk (.ci/run does, as root)")
+    return BSD_TALK
+
+
+def run_talk_py(shell: Talk, code_dir: str, *args: str, env: str = "") -> None:
+    """At ``shell``'s prompt, run talk.py in place of the shell (so its end ends the pty)."""
+    talk_py = os.path.join(code_dir, "talk.py")
+    command = shlex.join([python_for_others(), talk_py, *args])
+    shell.type(f"exec {env}{command}\r")
+
+
+def status(talk: Talk, text: str) -> None:
+    talk.wait_for_row(0, text)
+
+
+def message_rows(talk: Talk) -> list[str]:
+    """The conversation area of a talk.py screen: rows 2 to R-3, blanks left out."""
+    return [row for row in talk.display[2:-2] if row]
+
+
+def invitation_of(caller: str, callee: str) -> int | None:
+    """The answer the talk daemon gives ``callee`` looking for ``caller``'s invitation."""
+    found = look_up(caller, callee)
+    return None if found is None else found[0]
+
+
+def alice_calls_bob(spawn: Spawner, code_dir: str) -> tuple[Talk, Talk]:
+    """bob logs in; alice logs in and runs ``talk.py tk-bob``, which has talkd tell him."""
+    bob = log_in(spawn, BOB)
+    alice = log_in(spawn, ALICE)
+    run_talk_py(alice, code_dir, BOB)
+    status(alice, f"Waiting for {BOB}: the talk daemon told {BOB}")
+    return alice, bob
+
+
+def test_talk_py_calls_and_bob_answers_with_bsd_talk(
+    spawn_screen: Spawner, code_dir: str, people: People, bsd_talk: str
+) -> None:
+    alice, bob = alice_calls_bob(spawn_screen, code_dir)
+    bob.wait_until(lambda t: "Message from Talk_Daemon@" in t.text(), DEADLINE, "talkd's notice")
+    assert f"talk: connection requested by {ALICE}@" in bob.text()
+    assert f"respond with:  talk {ALICE}@" in bob.text()
+    assert invitation_of(ALICE, BOB) == SUCCESS  # what bob's talk will find
+    alice.type("typed while waiting\r")
+
+    bob.type(f"talk {ALICE}\r")
+    status(alice, f"Talking to {BOB} (via talkd)")
+    bob.wait_until(lambda t: "[Connection established]" in t.text(), DEADLINE, "connected")
+    bob.wait_until(lambda t: "typed while waiting" in t.text(), DEADLINE, "the early line")
+
+    alice.type("hello bob\r")
+    bob.wait_until(lambda t: "hello bob" in t.text(), DEADLINE, "alice's line on bob's talk")
+    # bob's talk sends each key as he types it: alice sees the line grow, on a row of its own.
+    bob.type("hi alicx")
+    alice.wait_for_row(-3, "<you> hi alicx")
+    bob.type("\x7f")  # his erase character (the terminal's, DEL), as talk(1) sent it first
+    alice.wait_until(lambda t: t.row(-3) == "<you> hi alic", DEADLINE, "the erase")
+    bob.type("e\r")
+    alice.wait_until(lambda t: "<you> hi alice" in message_rows(t), DEADLINE, "bob's line")
+    assert message_rows(alice) == [
+        "<myself> typed while waiting",
+        "<myself> hello bob",
+        "<you> hi alice",
+    ], alice.text()
+    # The call was answered: nobody else may answer the invitation any more.
+    assert invitation_of(ALICE, BOB) != SUCCESS
+
+    bob.type("\x03")  # Ctrl-C ends BSD talk
+    status(alice, f"{BOB} (via talkd) left")
+    alice.type("\x1b")
+    assert alice.wait_exit() == 0
+
+
+def test_bob_calls_with_bsd_talk_and_alice_answers_with_talk_py(
+    spawn_screen: Spawner, code_dir: str, people: People, bsd_talk: str
+) -> None:
+    alice = log_in(spawn_screen, ALICE)
+    bob = log_in(spawn_screen, BOB)
+    bob.type(f"talk {ALICE}\r")
+    alice.wait_until(
+        lambda t: f"connection requested by {BOB}@" in t.text(), DEADLINE, "talkd's notice"
+    )
+    run_talk_py(alice, code_dir, BOB)  # the shell still waits for a command under the notice
+    status(alice, f"Talking to {BOB} (via talkd)")
+    bob.wait_until(lambda t: "[Connection established]" in t.text(), DEADLINE, "connected")
+    bob.type("hello alice\r")
+    alice.wait_until(lambda t: "<you> hello alice" in message_rows(t), DEADLINE, "bob's line")
+    alice.type("hi bob\r")
+    bob.wait_until(lambda t: "hi bob" in t.text(), DEADLINE, "alice's line on bob's talk")
+    alice.type(".\r")
+    assert alice.wait_exit() == 0
+
+
+_MALLORY_CALLS = """
+import os, socket, struct, sys
+def addr(host, port):
+    return struct.pack("!HH4s8x", socket.AF_INET, port, socket.inet_aton(host))
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.settimeout(5)
+udp.connect(("127.0.0.1", 518))
+# LOOK_UP, claiming to be bob: talkd believes any name.
+udp.send(struct.pack("!BBBBI16s16si12s12s16s", 1, 1, 0, 0, 0, addr("0.0.0.0", 0),
+         addr(*udp.getsockname()), os.getpid(), sys.argv[1].encode(), sys.argv[2].encode(), b""))
+answer = udp.recv(1024)
+port = struct.unpack_from("!H", answer, 10)[0]
+tcp = socket.create_connection(("127.0.0.1", port), timeout=5)
+tcp.sendall(b"\\x7f\\x15\\x17I am bob\\n")
+got = b""
+while True:
+    data = tcp.recv(4096)
+    if not data:
+        break
+    got += data
+sys.stdout.write(repr(got))
+"""
+
+
+def test_mallory_at_alices_port_is_turned_away_and_bob_still_answers(
+    spawn_screen: Spawner, code_dir: str, people: People, bsd_talk: str
+) -> None:
+    alice, bob = alice_calls_bob(spawn_screen, code_dir)
+    mallory = subprocess.run(
+        [python_for_others(), *as_user(people[MALLORY], "-c", _MALLORY_CALLS, BOB, ALICE)],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        cwd="/",
+    )
+    assert mallory.stdout == repr(
+        b"\x7f\x15\x17talk: private: this conversation is between tk-alice and tk-bob\n"
+    ), mallory.stderr
+    status(alice, f"Turned away {MALLORY} (via talkd); still waiting for {BOB}")
+    assert "I am bob" not in alice.text()
+    bob.type(f"talk {ALICE}\r")
+    status(alice, f"Talking to {BOB} (via talkd)")
+
+
+def test_bob_answers_with_talk_py_after_talkds_notice(
+    spawn_screen: Spawner, code_dir: str, people: People
+) -> None:
+    alice, bob = alice_calls_bob(spawn_screen, code_dir)
+    bob.wait_until(lambda t: "Message from Talk_Daemon@" in t.text(), DEADLINE, "talkd's notice")
+    run_talk_py(bob, code_dir, ALICE)
+    status(bob, f"Talking to {ALICE} (pid ")  # on the UNIX meeting path: the pid is known
+    status(alice, f"Talking to {BOB} (pid ")
+    wait_until(lambda: invitation_of(ALICE, BOB) != SUCCESS, DEADLINE, "the invitation to go")
+    bob.type("hello\r")
+    alice.wait_until(lambda t: "<you> hello" in message_rows(t), DEADLINE, "bob's line")
+
+
+@pytest.mark.parametrize("how", ["dot", "ctrl-c", "sigterm"])
+def test_the_invitation_is_withdrawn_however_talk_ends(
+    spawn_screen: Spawner, code_dir: str, people: People, how: str
+) -> None:
+    alice, _bob = alice_calls_bob(spawn_screen, code_dir)
+    assert invitation_of(ALICE, BOB) == SUCCESS
+    if how == "dot":
+        alice.type(".\r")
+    elif how == "ctrl-c":
+        alice.type("\x03")
+    else:
+        talk_pid = int(
+            subprocess.run(
+                ["pgrep", "-u", ALICE, "-f", "talk.py"], capture_output=True, text=True
+            ).stdout.split()[0]
+        )
+        os.kill(talk_pid, signal.SIGTERM)
+    alice.wait_exit()
+    assert invitation_of(ALICE, BOB) != SUCCESS, "the invitation outlived talk"
+
+
+@pytest.mark.parametrize("case", ["not logged in", "refusing messages"])
+def test_the_daemons_answer_is_the_status_line(
+    spawn_screen: Spawner, code_dir: str, people: People, case: str
+) -> None:
+    callee = CAROL if case == "not logged in" else BOB  # carol never logs in
+    if case == "refusing messages":
+        log_in(spawn_screen, BOB, mesg=False)
+    alice = log_in(spawn_screen, ALICE)
+    run_talk_py(alice, code_dir, callee)
+    status(alice, f"Waiting for {callee}: {callee} is {case}")
+
+
+def test_without_a_daemon_debians_write_cannot_tell_bob_and_the_status_says_so(
+    spawn_screen: Spawner, code_dir: str, people: People
+) -> None:
+    write = "/usr/bin/write"
+    if not os.path.exists(write):
+        pytest.skip("write(1) is not installed (Debian: bsdextrautils)")
+    if os.stat(write).st_mode & stat.S_ISGID:
+        pytest.skip("this write(1) is setgid, as before the fix for CVE-2024-28085")
+    bob = log_in(spawn_screen, BOB)
+    before = bob.text()
+    alice = log_in(spawn_screen, ALICE)
+    run_talk_py(alice, code_dir, BOB, env=f"env TALK_DAEMON={NO_TALK_DAEMON} ")
+    status(alice, f"Waiting for {BOB}: no talk daemon answers")
+    alice.resize(24, 200)  # the whole status line
+    alice.wait_until(
+        lambda t: (
+            "write(1) may not write to other terminals here;" in t.row(0)
+            and f"{BOB} finds the call with python3 {code_dir}/talk.py --list" in t.row(0)
+        ),
+        DEADLINE,
+        "why nobody was told",
+    )
+    assert bob.text() == before, "something reached bob's terminal"
+
+
+def test_root_reaches_bob_through_debians_write(
+    spawn_screen: Spawner, code_dir: str, people: People
+) -> None:
+    """root may write to any terminal: there write(1) works as Debian ships it."""
+    bob = log_in(spawn_screen, BOB)
+    root = spawn_screen(
+        "",
+        args=[os.path.join(code_dir, "talk.py"), BOB],
+        env={**os.environ, "TALK_DAEMON": NO_TALK_DAEMON, "TERM": "xterm"},
+        cwd=code_dir,
+    )
+    status(root, f"Waiting for {BOB}: told {BOB} on pts/")
+    bob.wait_until(lambda t: "root wants to talk. Answer with:" in t.text(), DEADLINE, "notice")
+    assert f"Answer with: python3 {code_dir}/talk.py root" in bob.text().replace("\n", "")
