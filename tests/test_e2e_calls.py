@@ -31,6 +31,7 @@ from login_records import utmp_record, write_utmp
 from terminal import (
     DEADLINE,
     LOGIN,
+    REPO_ROOT,
     TALK_PY,
     Spawner,
     Talk,
@@ -384,6 +385,35 @@ def test_the_notice_reaches_bob_and_nothing_write_prints_reaches_alice(
     # terminal would be on the screen before that status line.
     assert b"WRITE-NOISE" not in alice.raw, "write(1)'s output reached talk's screen"
     assert alice.row(1).startswith("---") and drawn(alice), alice.text()
+
+
+def test_the_notice_never_names_a_talk_py_the_caller_could_change(
+    spawn: Spawner,
+    sticky_dir: str,
+    people: People,
+    records: str,
+    bobs_terminal: Terminal,
+) -> None:
+    """alice runs a talk.py of her own (in her home, say): bob is not told to run that file,
+    which alice could change under him; and the path he is given is quoted for his shell."""
+    own = os.path.join(sticky_dir, "alices-own")
+    os.mkdir(own, 0o755)
+    for module in ("talk.py", "pubmarine.py"):
+        shutil.copyfile(REPO_ROOT / module, os.path.join(own, module))
+        os.chmod(os.path.join(own, module), 0o644)
+        os.chown(os.path.join(own, module), people[ALICE].pw_uid, people[ALICE].pw_gid)
+    os.chown(own, people[ALICE].pw_uid, people[ALICE].pw_gid)
+    _master, line = bobs_terminal
+    path = os.path.join(sticky_dir, "our pair; of.sock")
+    utmp = write_utmp(os.path.join(records, "utmp"), utmp_record(BOB, line))
+    env = env_for(utmp, f"{fake_write(records)}:/usr/bin:/bin")
+
+    alice = call(spawn, own, people[ALICE], people[BOB], path, env)
+    status_of(alice, f"Waiting for {BOB}: told {BOB} on {line}")
+    with open(os.path.join(records, "write.stdin")) as notice:
+        assert notice.read() == (
+            f"{ALICE} wants to talk. Answer with: talk.py {ALICE} --socket '{path}'\n"
+        )
 
 
 # A write(1) that hangs, as one writing to a stopped terminal does, with a child of its own;
