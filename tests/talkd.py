@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import os
+import re
 import shutil
 import socket
 import struct
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from terminal import DEADLINE, Talk, child_env, wait_until
+from terminal import DEADLINE, Talk, child_env
 
 INETD = "/usr/sbin/inetd"
 NTALKD = "/usr/sbin/in.ntalkd"
@@ -138,5 +139,25 @@ def at_prompt(shell: Talk, timeout: float = DEADLINE) -> None:
     shell.wait_until(waiting, timeout, "the shell's prompt")
 
 
-def wait_for_daemon(condition: Callable[[], bool], what: str) -> None:
-    wait_until(condition, DEADLINE, what)
+#: What the shell says once a program run with ``then_status()`` ends.
+_ENDED = re.compile(r"program exited with (\d+)")
+
+
+def then_status(command: str) -> str:
+    """``command`` for a shell prompt, then a line with its exit status (login(1), whose
+    exit status a pty gives, does not pass its shell's on)."""
+    return f'{command}; echo "program exited with $?"'
+
+
+def exit_status(shell: Talk, timeout: float = DEADLINE) -> int:
+    """The exit status of the program run with ``then_status()``, once it has ended."""
+    shell.wait_until(lambda s: _ENDED.search(s.text()), timeout, "the program to end")
+    found = _ENDED.search(shell.text())
+    assert found is not None
+    return int(found[1])
+
+
+def after_exit(shell: Talk) -> str:
+    """What the program and the shell wrote once the program had left its screen."""
+    text = bytes(shell.raw).decode("utf-8", "replace")
+    return text.rsplit("\x1b[?1049l", 1)[-1].replace("\r", "")

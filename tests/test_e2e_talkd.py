@@ -28,9 +28,11 @@ from talkd import (
     MALLORY,
     SUCCESS,
     ensure_utmp,
+    exit_status,
     log_in,
     look_up,
     talk_daemon,
+    then_status,
 )
 from terminal import DEADLINE, NO_TALK_DAEMON, Spawner, Talk, wait_until
 
@@ -59,11 +61,18 @@ def bsd_talk() -> str:
     return BSD_TALK
 
 
-def run_talk_py(shell: Talk, code_dir: str, *args: str, env: str = "") -> None:
-    """At ``shell``'s prompt, run talk.py in place of the shell (so its end ends the pty)."""
+@pytest.fixture
+def meeting(sticky_dir: str) -> str:
+    """Where alice's and bob's talk.py meet: a path in a sticky directory like /var/tmp (the
+    default place, in /var/tmp itself, is not the tests' to use)."""
+    return os.path.join(sticky_dir, "pair.sock")
+
+
+def run_talk_py(shell: Talk, code_dir: str, meeting: str, *args: str, env: str = "") -> None:
+    """At ``shell``'s prompt, run talk.py (then the shell says its exit status)."""
     talk_py = os.path.join(code_dir, "talk.py")
-    command = shlex.join([python_for_others(), talk_py, *args])
-    shell.type(f"exec {env}{command}\r")
+    command = shlex.join([python_for_others(), talk_py, *args, "--socket", meeting])
+    shell.type(then_status(f"{env}{command}") + "\r")
 
 
 def status(talk: Talk, text: str) -> None:
@@ -81,19 +90,19 @@ def invitation_of(caller: str, callee: str) -> int | None:
     return None if found is None else found[0]
 
 
-def alice_calls_bob(spawn: Spawner, code_dir: str) -> tuple[Talk, Talk]:
+def alice_calls_bob(spawn: Spawner, code_dir: str, meeting: str) -> tuple[Talk, Talk]:
     """bob logs in; alice logs in and runs ``talk.py tk-bob``, which has talkd tell him."""
     bob = log_in(spawn, BOB)
     alice = log_in(spawn, ALICE)
-    run_talk_py(alice, code_dir, BOB)
+    run_talk_py(alice, code_dir, meeting, BOB)
     status(alice, f"Waiting for {BOB}: the talk daemon told {BOB}")
     return alice, bob
 
 
 def test_talk_py_calls_and_bob_answers_with_bsd_talk(
-    spawn_screen: Spawner, code_dir: str, people: People, bsd_talk: str
+    spawn_screen: Spawner, code_dir: str, people: People, bsd_talk: str, meeting: str
 ) -> None:
-    alice, bob = alice_calls_bob(spawn_screen, code_dir)
+    alice, bob = alice_calls_bob(spawn_screen, code_dir, meeting)
     bob.wait_until(lambda t: "Message from Talk_Daemon@" in t.text(), DEADLINE, "talkd's notice")
     assert f"talk: connection requested by {ALICE}@" in bob.text()
     assert f"respond with:  talk {ALICE}@" in bob.text()
@@ -125,11 +134,11 @@ def test_talk_py_calls_and_bob_answers_with_bsd_talk(
     bob.type("\x03")  # Ctrl-C ends BSD talk
     status(alice, f"{BOB} (via talkd) left")
     alice.type("\x1b")
-    assert alice.wait_exit() == 0
+    assert exit_status(alice) == 0
 
 
 def test_bob_calls_with_bsd_talk_and_alice_answers_with_talk_py(
-    spawn_screen: Spawner, code_dir: str, people: People, bsd_talk: str
+    spawn_screen: Spawner, code_dir: str, people: People, bsd_talk: str, meeting: str
 ) -> None:
     alice = log_in(spawn_screen, ALICE)
     bob = log_in(spawn_screen, BOB)
@@ -137,7 +146,9 @@ def test_bob_calls_with_bsd_talk_and_alice_answers_with_talk_py(
     alice.wait_until(
         lambda t: f"connection requested by {BOB}@" in t.text(), DEADLINE, "talkd's notice"
     )
-    run_talk_py(alice, code_dir, BOB)  # the shell still waits for a command under the notice
+    run_talk_py(
+        alice, code_dir, meeting, BOB
+    )  # the shell still waits for a command under the notice
     status(alice, f"Talking to {BOB} (via talkd)")
     bob.wait_until(lambda t: "[Connection established]" in t.text(), DEADLINE, "connected")
     bob.type("hello alice\r")
@@ -145,7 +156,7 @@ def test_bob_calls_with_bsd_talk_and_alice_answers_with_talk_py(
     alice.type("hi bob\r")
     bob.wait_until(lambda t: "hi bob" in t.text(), DEADLINE, "alice's line on bob's talk")
     alice.type(".\r")
-    assert alice.wait_exit() == 0
+    assert exit_status(alice) == 0
 
 
 _MALLORY_CALLS = """
@@ -173,9 +184,9 @@ sys.stdout.write(repr(got))
 
 
 def test_mallory_at_alices_port_is_turned_away_and_bob_still_answers(
-    spawn_screen: Spawner, code_dir: str, people: People, bsd_talk: str
+    spawn_screen: Spawner, code_dir: str, people: People, bsd_talk: str, meeting: str
 ) -> None:
-    alice, bob = alice_calls_bob(spawn_screen, code_dir)
+    alice, bob = alice_calls_bob(spawn_screen, code_dir, meeting)
     mallory = subprocess.run(
         [python_for_others(), *as_user(people[MALLORY], "-c", _MALLORY_CALLS, BOB, ALICE)],
         capture_output=True,
@@ -193,11 +204,11 @@ def test_mallory_at_alices_port_is_turned_away_and_bob_still_answers(
 
 
 def test_bob_answers_with_talk_py_after_talkds_notice(
-    spawn_screen: Spawner, code_dir: str, people: People
+    spawn_screen: Spawner, code_dir: str, people: People, meeting: str
 ) -> None:
-    alice, bob = alice_calls_bob(spawn_screen, code_dir)
+    alice, bob = alice_calls_bob(spawn_screen, code_dir, meeting)
     bob.wait_until(lambda t: "Message from Talk_Daemon@" in t.text(), DEADLINE, "talkd's notice")
-    run_talk_py(bob, code_dir, ALICE)
+    run_talk_py(bob, code_dir, meeting, ALICE)
     status(bob, f"Talking to {ALICE} (pid ")  # on the UNIX meeting path: the pid is known
     status(alice, f"Talking to {BOB} (pid ")
     wait_until(lambda: invitation_of(ALICE, BOB) != SUCCESS, DEADLINE, "the invitation to go")
@@ -207,9 +218,9 @@ def test_bob_answers_with_talk_py_after_talkds_notice(
 
 @pytest.mark.parametrize("how", ["dot", "ctrl-c", "sigterm"])
 def test_the_invitation_is_withdrawn_however_talk_ends(
-    spawn_screen: Spawner, code_dir: str, people: People, how: str
+    spawn_screen: Spawner, code_dir: str, people: People, how: str, meeting: str
 ) -> None:
-    alice, _bob = alice_calls_bob(spawn_screen, code_dir)
+    alice, _bob = alice_calls_bob(spawn_screen, code_dir, meeting)
     assert invitation_of(ALICE, BOB) == SUCCESS
     if how == "dot":
         alice.type(".\r")
@@ -222,24 +233,24 @@ def test_the_invitation_is_withdrawn_however_talk_ends(
             ).stdout.split()[0]
         )
         os.kill(talk_pid, signal.SIGTERM)
-    alice.wait_exit()
+    exit_status(alice)
     assert invitation_of(ALICE, BOB) != SUCCESS, "the invitation outlived talk"
 
 
 @pytest.mark.parametrize("case", ["not logged in", "refusing messages"])
 def test_the_daemons_answer_is_the_status_line(
-    spawn_screen: Spawner, code_dir: str, people: People, case: str
+    spawn_screen: Spawner, code_dir: str, people: People, case: str, meeting: str
 ) -> None:
     callee = CAROL if case == "not logged in" else BOB  # carol never logs in
     if case == "refusing messages":
         log_in(spawn_screen, BOB, mesg=False)
     alice = log_in(spawn_screen, ALICE)
-    run_talk_py(alice, code_dir, callee)
+    run_talk_py(alice, code_dir, meeting, callee)
     status(alice, f"Waiting for {callee}: {callee} is {case}")
 
 
 def test_without_a_daemon_debians_write_cannot_tell_bob_and_the_status_says_so(
-    spawn_screen: Spawner, code_dir: str, people: People
+    spawn_screen: Spawner, code_dir: str, people: People, meeting: str
 ) -> None:
     write = "/usr/bin/write"
     if not os.path.exists(write):
@@ -249,13 +260,14 @@ def test_without_a_daemon_debians_write_cannot_tell_bob_and_the_status_says_so(
     bob = log_in(spawn_screen, BOB)
     before = bob.text()
     alice = log_in(spawn_screen, ALICE)
-    run_talk_py(alice, code_dir, BOB, env=f"env TALK_DAEMON={NO_TALK_DAEMON} ")
+    run_talk_py(alice, code_dir, meeting, BOB, env=f"env TALK_DAEMON={NO_TALK_DAEMON} ")
     status(alice, f"Waiting for {BOB}: no talk daemon answers")
-    alice.resize(24, 200)  # the whole status line
+    alice.resize(24, 250)  # the whole status line
     alice.wait_until(
         lambda t: (
             "write(1) may not write to other terminals here;" in t.row(0)
-            and f"{BOB} finds the call with python3 {code_dir}/talk.py --list" in t.row(0)
+            and f"{BOB} finds the call with python3 {code_dir}/talk.py --list --socket {meeting}"
+            in t.row(0)
         ),
         DEADLINE,
         "why nobody was told",
@@ -264,16 +276,18 @@ def test_without_a_daemon_debians_write_cannot_tell_bob_and_the_status_says_so(
 
 
 def test_root_reaches_bob_through_debians_write(
-    spawn_screen: Spawner, code_dir: str, people: People
+    spawn_screen: Spawner, code_dir: str, people: People, sock_path: str
 ) -> None:
     """root may write to any terminal: there write(1) works as Debian ships it."""
     bob = log_in(spawn_screen, BOB)
     root = spawn_screen(
         "",
-        args=[os.path.join(code_dir, "talk.py"), BOB],
+        args=[os.path.join(code_dir, "talk.py"), BOB, "--socket", sock_path],
         env={**os.environ, "TALK_DAEMON": NO_TALK_DAEMON, "TERM": "xterm"},
         cwd=code_dir,
     )
     status(root, f"Waiting for {BOB}: told {BOB} on pts/")
     bob.wait_until(lambda t: "root wants to talk. Answer with:" in t.text(), DEADLINE, "notice")
-    assert f"Answer with: python3 {code_dir}/talk.py root" in bob.text().replace("\n", "")
+    assert f"Answer with: python3 {code_dir}/talk.py root --socket {sock_path}" in "".join(
+        bob.display
+    )
