@@ -14,8 +14,8 @@ Read it top to bottom. Part I is the guide's program, ``python3 talk.py``, whole
 
 Part II is about *whom* you talk to: a call to one person (``talk.py USER``, 6), the talk
 daemon and talk(1)'s own wire, so that talk(1) and ytalk users can answer and call (7),
-telling the person without a daemon, through write(1) (8), and who is calling you (9,
-``--list``). It reaches Part I through one seam only: a call is a ``Meeting`` of its own (its
+telling the person without a daemon, through write(1) (8), who is calling you (9,
+``--list``), and a call to someone on another machine, through ssh (10, ``USER@HOST``). It reaches Part I through one seam only: a call is a ``Meeting`` of its own (its
 places, whom it admits, what a refused caller is told, how the person is told, the other
 ways it may be reached), and Part I never asks which kind it was handed.
 
@@ -594,22 +594,37 @@ def first_that_fits(candidates: Iterable[str], width: int) -> str:
 class Peer(NamedTuple):
     """Who is at the other end, as the kernel tells it, never as they say: their login name
     (``uid N`` for a uid without one, empty where the system cannot say), the pid of their
-    program (0 where the kernel does not say: over TCP), and how they came (``socket``:
-    straight to our UNIX socket; ``talkd``: through the talk daemon, on talk(1)'s wire)."""
+    program (0 where the kernel does not say: over TCP), and how they came: ``socket``,
+    straight to our UNIX socket; ``talkd``, through the talk daemon, on talk(1)'s wire;
+    ``ssh``, forwarded by sshd for the user it authenticated; ``tunnel`` (``your tunnel``),
+    a socket forwarded by someone's (your own) ssh client, whose far end nobody here knows."""
 
     login: str
     pid: int
     via: str = "socket"
 
     def __str__(self) -> str:
-        """``alice (pid 10294)``, ``bob (via talkd)``: the peer named in full."""
+        """``alice (pid 10294)``, ``bob (via talkd)``, ``alice (through ssh, pid 4242)``,
+        ``your ssh tunnel (pid 777)``: the peer named in full."""
         if not self.login:
             return "someone (identity unknown)"
+        if self.tunnel:
+            return f"{self.name} (pid {self.pid})"
+        if self.via == "ssh":
+            return f"{self.name} (through ssh, pid {self.pid})"
         return f"{self.name} (pid {self.pid})" if self.pid else f"{self.name} (via {self.via})"
 
     @property
+    def tunnel(self) -> bool:
+        """An ssh client's forwarded socket: who is at its far end is not known here."""
+        return self.via.endswith("tunnel")
+
+    @property
     def name(self) -> str:
-        """The login name alone: the part of a status line that is never shortened."""
+        """The login name alone (for a tunnel, whose tunnel): the part of a status line that
+        is never shortened."""
+        if self.tunnel:
+            return "your ssh tunnel" if self.via == "your tunnel" else f"{self.login}'s ssh tunnel"
         return printable(self.login) if self.login else "someone"
 
 
@@ -1073,7 +1088,14 @@ class Display:
         other side left starts a new conversation on the same screen."""
         last = self.peer if self.ending is not None else None  # who had left, if anyone
         self.ending = None
-        if last is not None and peer.login == last.login:
+        if peer.tunnel:
+            # Never "Talking to <you>": the program at the other end is your own ssh.
+            self.status = (
+                f"Talking through {peer}: who is at the far end is not known here",
+                f"Talking through {peer.name}",
+                f"through {peer.name}",
+            )
+        elif last is not None and peer.login == last.login:
             self.status = (f"{peer} is back", f"{peer.name} is back", peer.name)
         else:
             # Shorter and shorter: the pid goes first, then the words around the login name.
@@ -1086,7 +1108,10 @@ class Display:
         """The conversation is over: keep it on the screen until a key is pressed."""
         self.ending = (reason, status)
         if status == 0 and self.peer is not None:  # they left; an error says so itself
-            self.status = (f"{self.peer} left", f"{self.peer.name} left")
+            if self.peer.tunnel:
+                self.status = (f"The far end of {self.peer} hung up", "The far end hung up")
+            else:
+                self.status = (f"{self.peer} left", f"{self.peer.name} left")
         self.redraw()
 
     def resize(self) -> None:
@@ -1276,6 +1301,12 @@ MAX_UNSENT_BYTES = 256 * 1024
 #: How long a refused caller over TCP has to read its line and hang up.
 REFUSAL_LINGER = 2.0
 MAX_LINGERING = 16
+#: How a call through a tunnel that nobody at the far end answered ends.
+NOBODY_AT_THE_FAR_END = "nobody answered at the other end of the tunnel"
+#: The process names (``/proc/PID/comm``) of OpenSSH's client and server: a peer that is one
+#: of them forwards a socket from elsewhere. (OpenSSH 9.8 and later run ``sshd-session``.)
+SSH_CLIENTS = ("ssh",)
+SSH_SERVERS = ("sshd", "sshd-session")
 #: The end of every message about a socket that is busy with someone else.
 ANOTHER_CONVERSATION = "use --socket PATH to start another conversation"
 
@@ -1303,6 +1334,7 @@ class TalkProtocol(asyncio.Protocol):
         self.unsent_bytes = 0
         self.paused = False  # the transport's buffer is full: the other side is not reading
         self.closed: asyncio.Future[None] = pubpen.loop.create_future()
+        self.heard = False  # anything at all came from the other side
 
         self.sending = self.pubpen.subscribe("outgoing", self.send_message)
 
@@ -1361,11 +1393,12 @@ class TalkProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.peer = peer_of(self.credentials(transport), self.VIA)
+        self.peer = peer_of(self.credentials(transport), self.VIA, self.dialled)
         self.pubpen.publish("joined", self.peer, not self.dialled)
         self.send_unsent()
 
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         self.publish_lines(self.decoder.feed(data))
 
     def eof_received(self) -> None:
@@ -1389,13 +1422,23 @@ class TalkProtocol(asyncio.Protocol):
         # only for datagram sockets. On a stream, a failed read or write ends the
         # connection and arrives here.
         self.pubpen.unsubscribe(self.sending)  # lines typed from now on are for a new peer
-        if exc is None:
+        if exc is None and self.nobody_answered():
+            self.pubpen.publish("error", NOBODY_AT_THE_FAR_END)
+            self.pubpen.publish("conn_lost", NOBODY_AT_THE_FAR_END, 1)
+        elif exc is None:
             self.pubpen.publish("conn_lost", "the other side closed the connection", 0)
         else:
             self.pubpen.publish("error", f"connection failed: {exc}")
             self.pubpen.publish("conn_lost", f"connection lost: {exc}", 1)
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def nobody_answered(self) -> bool:
+        """A tunnel we called closed without a word: ssh accepts the call itself, then hangs
+        up when nothing answers at the far end (and a talk there would have sent something
+        before it hung up, or at least stayed)."""
+        forwarded = self.peer is not None and (self.peer.tunnel or self.peer.via == "ssh")
+        return bool(self.dialled) and forwarded and not self.heard
 
     def close(self) -> None:
         """Close our end once what we wrote has been sent (``closed`` is then done)."""
@@ -1486,11 +1529,42 @@ def peer_credentials(sock: Any) -> Credentials | None:
     return Credentials(pid, uid)
 
 
-def peer_of(creds: Credentials | None, via: str = "socket") -> Peer:
-    """The Peer that ``creds`` name: the login name of their uid, and their pid."""
+def peer_of(creds: Credentials | None, via: str = "socket", place: str = "") -> Peer:
+    """The Peer that ``creds`` name: the login name of their uid, their pid, and whether
+    it is ssh forwarding a socket from elsewhere (``place``: the socket we called)."""
     if creds is None:
         return Peer("", 0, via)
-    return Peer(user_name(creds.uid), creds.pid, via)
+    forwarded = forwarding(creds, place)
+    if forwarded == "tunnel" and creds.uid == os.getuid():
+        forwarded = "your tunnel"
+    return Peer(user_name(creds.uid), creds.pid, forwarded or via)
+
+
+def forwarding(creds: Credentials | None, place: str = "") -> str:
+    """``tunnel`` if the program at the other end is an ssh client (a forwarded socket:
+    nobody here knows who is at its far end), ``ssh`` if it is sshd (forwarding for the
+    user it authenticated, whom the uid names), else empty. The name of a process is the
+    kernel's; only its owner (or root) can change it. If the process that listens at
+    ``place`` (the socket we called) is gone, it is whoever holds that socket now."""
+    if creds is None or creds.pid <= 0:
+        return ""
+    name = process_name(creds.pid)
+    if name is None and place:
+        name = process_name(listener_pid(place))
+    if name in SSH_CLIENTS:
+        return "tunnel"
+    return "ssh" if name in SSH_SERVERS else ""
+
+
+def process_name(pid: int) -> str | None:
+    """What the kernel calls process ``pid`` (``/proc/PID/comm``); None if it is gone."""
+    if pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as comm:
+            return comm.read().strip()
+    except OSError:
+        return None
 
 
 def user_name(uid: int) -> str:
@@ -1577,6 +1651,12 @@ class Meeting:
     def admits(self, creds: Credentials | None) -> bool:
         """Whether we talk to the program at the other end (one that calls us, or one that
         we call), named by the kernel."""
+        return True
+
+    def may_call(self, owner: int) -> bool:
+        """Whether to call a listener whose socket file ``owner`` made. Calling is not
+        harmless: a listener that is an ssh tunnel hands the call on to its far end, and
+        uses up a call there. So a Meeting calls only a listener it could admit."""
         return True
 
     def refusal(self) -> str:
@@ -1723,7 +1803,7 @@ async def connect_or_wait(pubpen: PubPen, meeting: Meeting) -> Call:
         queue_full = False
         for place in meeting.places:
             try:
-                sock = dial(place)
+                sock = dial(place, meeting.may_call)
             except QueueFull as e:
                 if loop.time() < patience:
                     queue_full = True  # look again from the start: it may be who we want
@@ -1802,9 +1882,11 @@ def is_same_file(path: str, wanted: FileId) -> bool:
         return False
 
 
-def dial(path: str) -> socket.socket | None:
+def dial(path: str, may_call: Callable[[int], bool] = lambda owner: True) -> socket.socket | None:
     """A socket connected to whoever listens at ``path``; None if nobody does (nothing is
-    there, or a stale socket that is then removed).
+    there, or a stale socket that is then removed). A listener whose socket file's owner
+    ``may_call`` refuses is not called at all, only named (``Taken``): the kernel's socket
+    table says whether it is live.
 
     The path is opened without following a symbolic link and the call goes through that
     open file (``/proc/self/fd/N``): what talk connects to is what it checked, even if the
@@ -1815,6 +1897,8 @@ def dial(path: str) -> socket.socket | None:
         return None
     try:
         st = os.fstat(fd)
+        if not may_call(st.st_uid) and is_listening(st, listening_files()):
+            raise Taken(path, f"held by {user_name(st.st_uid)}")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
@@ -1837,6 +1921,106 @@ def dial(path: str) -> socket.socket | None:
         raise path_error(f"cannot connect to {path}: {e.strerror or e}") from None
     finally:
         os.close(fd)
+
+
+#: The kernel's socket table, as ``ss -xl`` reads it (sock_diag over netlink).
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST_DUMP = 0x301
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+TCP_LISTEN = 10
+UDIAG_SHOW_VFS = 2
+UNIX_DIAG_VFS = 1
+NETLINK_HEADER = struct.Struct("=IHHII")
+
+
+#: (device, inode) of a socket file, as the kernel's socket table names it.
+SocketFiles = dict[tuple[int, int], int]
+
+
+def listening_files() -> SocketFiles | None:
+    """(device, inode) of every socket file that some process listens on, each with the
+    inode of the listening socket itself; None if the system cannot say. Asking the kernel
+    disturbs nobody; calling each socket to see whether it answers would look like a caller
+    to a talk that waits there."""
+    request = struct.pack(
+        "=BBHIIIII",
+        socket.AF_UNIX,
+        0,
+        0,
+        1 << TCP_LISTEN,
+        0,
+        UDIAG_SHOW_VFS,
+        0xFFFFFFFF,
+        0xFFFFFFFF,
+    )
+    header = NETLINK_HEADER.pack(
+        NETLINK_HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, 1, 0
+    )
+    found: SocketFiles = {}
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as table:
+            table.send(header + request)
+            while True:
+                data = table.recv(1 << 16)
+                offset = 0
+                while offset + NETLINK_HEADER.size <= len(data):
+                    length, kind = NETLINK_HEADER.unpack_from(data, offset)[:2]
+                    if kind == NLMSG_DONE:
+                        return found
+                    if kind == NLMSG_ERROR or length < NETLINK_HEADER.size:
+                        return None
+                    # The attributes follow the header and a 16-byte unix_diag_msg, which
+                    # holds the socket's own inode after its family, type, state and pad.
+                    message = offset + NETLINK_HEADER.size
+                    (socket_inode,) = struct.unpack_from("=I", data, message + 4)
+                    attribute, end = message + 16, offset + length
+                    while attribute + 4 <= end:
+                        size, kind = struct.unpack_from("=HH", data, attribute)
+                        if size < 4:
+                            break
+                        if kind == UNIX_DIAG_VFS:
+                            inode, device = struct.unpack_from("=II", data, attribute + 4)
+                            found[device, inode] = socket_inode
+                        attribute += (size + 3) & ~3
+                    offset += (length + 3) & ~3
+    except OSError:
+        return None
+
+
+def is_listening(st: os.stat_result, live: SocketFiles | None) -> bool:
+    """Whether some process listens on the socket file ``st`` (if we cannot tell: yes)."""
+    return live is None or table_key(st) in live
+
+
+def table_key(st: os.stat_result) -> tuple[int, int]:
+    """A socket file as the kernel's socket table names it: its dev_t, and 32 bits of its
+    inode (XFS, tmpfs with inode64 have more)."""
+    return os.major(st.st_dev) << 20 | os.minor(st.st_dev), st.st_ino & 0xFFFFFFFF
+
+
+def listener_pid(path: str) -> int:
+    """The pid of a process of ours (of anyone's, for root) that holds the socket listening
+    at ``path``; 0 if there is none we may see. SO_PEERCRED names the process that called
+    listen(), which may be gone: ``ssh -f`` forks once its forwarding is up."""
+    try:
+        inode = (listening_files() or {}).get(table_key(os.lstat(path)))
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return 0
+    if inode is None:
+        return 0
+    wanted = f"socket:[{inode}]"
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")  # only our own processes, unless root
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == wanted:
+                    return int(pid)
+    return 0
 
 
 def open_socket_file(path: str) -> int | None:
@@ -2077,7 +2261,8 @@ def make_parser() -> argparse.ArgumentParser:
             "Chat, line by line, with another person logged into this machine. "
             "Without USER: the first to start talk waits on the shared socket; the second "
             "connects to it. With USER (a login name or uid): a private call between you and "
-            "USER, who is told on their terminals how to answer. Type a line and press Enter "
+            "USER, who is told on their terminals how to answer. With USER@HOST: the same "
+            "call on HOST, run there through ssh. Type a line and press Enter "
             'to send it; a line with only "." quits.'
         ),
         epilog=(
@@ -2092,7 +2277,9 @@ def make_parser() -> argparse.ArgumentParser:
         "user",
         metavar="USER",
         nargs="?",
-        help="call USER privately: only USER can join, and you can only reach USER",
+        help="call USER privately: only USER can join, and you can only reach USER "
+        "(USER@HOST: USER on HOST, through ssh; TALK_SSH names ssh, TALK_REMOTE the command "
+        "that runs talk there)",
     )
     parser.add_argument(
         "--socket",
@@ -2146,6 +2333,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.user is None:
             meeting = Meeting(args.socket or PATH)  # the guide's program
+        elif "@" in args.user:
+            return call_across(args.user, args.socket)  # Part II: on another machine
         else:
             meeting = private_call(args.user, args.socket)  # Part II
         check_terminal()
@@ -2223,7 +2412,11 @@ class PrivateCall(Meeting):
         self.held_elsewhere: list[Held] = []  # invitations in their name that someone else left
 
     def admits(self, creds: Credentials | None) -> bool:
-        return creds is not None and creds.uid == self.uid
+        # Not through ssh: then the person is whoever is at the far end, not the callee.
+        return creds is not None and creds.uid == self.uid and not forwarding(creds)
+
+    def may_call(self, owner: int) -> bool:
+        return owner == self.uid
 
     def refusal(self) -> str:
         return f"{Refusal.PRIVATE}this conversation is between {self.me} and {self.login}"
@@ -2773,9 +2966,10 @@ def own_terminal() -> str:
         return ""
 
 
-def talk_command() -> str:
+def talk_command(for_others: bool = True) -> str:
     """The command that runs this talk, for whoever is told how to answer: it must be one
-    that is safe for them to run, quoted for their shell.
+    that is safe for them to run, quoted for their shell (``for_others=False``: the command
+    as it is, for you to run elsewhere, as over ssh).
 
     Run as the installed command (``pubtalk``, a console script), that command: a path into
     a virtual environment or a pipx home means nothing to someone else. Run as ``python3
@@ -2793,7 +2987,7 @@ def talk_command() -> str:
     else:
         return command_name()
     program = os.path.realpath(program)
-    if only_root_can_change(program):
+    if not for_others or only_root_can_change(program):
         return f"python3 {shlex.quote(program)}"
     installed = shutil.which(INSTALLED_COMMAND)
     if installed is not None and only_root_can_change(os.path.realpath(installed)):
@@ -2915,74 +3109,14 @@ def kill_session(leader: int) -> None:
 # 9. Who is waiting to talk to you (--list)
 # ---------------------------------------------------------------------------------------------
 
-#: The kernel's socket table, as ``ss -xl`` reads it (sock_diag over netlink).
-NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST_DUMP = 0x301
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-TCP_LISTEN = 10
-UDIAG_SHOW_VFS = 2
-UNIX_DIAG_VFS = 1
-NETLINK_HEADER = struct.Struct("=IHHII")
 
-
-def listening_files() -> set[tuple[int, int]] | None:
-    """(device, inode) of every socket file that some process listens on, or None if the
-    system cannot say. Asking the kernel disturbs nobody; calling each socket to see whether
-    it answers would look like a caller to a talk that waits there."""
-    request = struct.pack(
-        "=BBHIIIII",
-        socket.AF_UNIX,
-        0,
-        0,
-        1 << TCP_LISTEN,
-        0,
-        UDIAG_SHOW_VFS,
-        0xFFFFFFFF,
-        0xFFFFFFFF,
-    )
-    header = NETLINK_HEADER.pack(
-        NETLINK_HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, 1, 0
-    )
-    found: set[tuple[int, int]] = set()
-    try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as table:
-            table.send(header + request)
-            while True:
-                data = table.recv(1 << 16)
-                offset = 0
-                while offset + NETLINK_HEADER.size <= len(data):
-                    length, kind = NETLINK_HEADER.unpack_from(data, offset)[:2]
-                    if kind == NLMSG_DONE:
-                        return found
-                    if kind == NLMSG_ERROR or length < NETLINK_HEADER.size:
-                        return None
-                    # The attributes follow the header and a 16-byte unix_diag_msg.
-                    attribute, end = offset + NETLINK_HEADER.size + 16, offset + length
-                    while attribute + 4 <= end:
-                        size, kind = struct.unpack_from("=HH", data, attribute)
-                        if size < 4:
-                            break
-                        if kind == UNIX_DIAG_VFS:
-                            inode, device = struct.unpack_from("=II", data, attribute + 4)
-                            found.add((device, inode))
-                        attribute += (size + 3) & ~3
-                    offset += (length + 3) & ~3
-    except OSError:
-        return None
-
-
-def listener_at(path: str, live: set[tuple[int, int]] | None) -> os.stat_result | None:
+def listener_at(path: str, live: SocketFiles | None) -> os.stat_result | None:
     """The socket file at ``path`` if some process listens on it (if we cannot tell, any)."""
     try:
         st = os.lstat(path)
     except OSError:
         return None
-    if not stat.S_ISSOCK(st.st_mode):
-        return None
-    kernel_device = os.major(st.st_dev) << 20 | os.minor(st.st_dev)  # the kernel's dev_t
-    # The socket table has 32 bits for the inode (XFS, tmpfs with inode64 have more).
-    if live is not None and (kernel_device, st.st_ino & 0xFFFFFFFF) not in live:
+    if not stat.S_ISSOCK(st.st_mode) or not is_listening(st, live):
         return None  # stale
     return st
 
@@ -3034,6 +3168,83 @@ def list_waiting(socket_option: str | None) -> int:
         lines.append("(talk cannot tell here whether these are still there or left over)")
     print("\n".join(lines) if lines else "Nobody is waiting to talk to you.")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Across machines: talk.py USER@HOST, over OpenSSH
+# ---------------------------------------------------------------------------------------------
+
+#: The ssh program (a command line: ``ssh -F ~/.ssh/other``), and the command that runs talk
+#: on the other machine, if not this talk's own.
+SSH_ENV = "TALK_SSH"
+REMOTE_ENV = "TALK_REMOTE"
+#: How the far side says why it did not run talk: not found there, or too old to take a call.
+REMOTE_MISSING, REMOTE_TOO_OLD = 97, 98
+#: What ssh exits with when it cannot connect or authenticate.
+SSH_FAILED = 255
+#: Run by the user's shell on the other machine: check that talk is there and new enough
+#: (every talk that knows --version takes a call to USER), then become it.
+REMOTE_SCRIPT = (
+    'out=$({talk} --version 2>&1) || {{ status=$?; case "$status:$out" in '
+    '126:*|127:*|*"No such file"*|*"can\'t open file"*) exit {missing};; esac; '
+    "exit {old}; }}; exec {talk} {arguments}"
+)
+
+
+def call_across(who: str, socket_option: str | None) -> int:
+    """``talk.py bob@host``: run the call on ``host``, through ssh (the user's own ssh, with
+    their configuration, keys, agent and known hosts): there it is a private call to bob,
+    so both names come from that machine's kernel, and the caller is whoever ssh logged in.
+    Returns the far talk's exit status; what went wrong before it ran is a TalkError."""
+    import shlex
+    import subprocess
+
+    login, _, host = who.rpartition("@")
+    if not login or not host:
+        raise TalkError(f"{printable(who)}: a person on another machine is USER@HOST")
+    ssh = shlex.split(os.environ.get(SSH_ENV) or "ssh")
+    talk = os.environ.get(REMOTE_ENV) or talk_command(for_others=False)
+    arguments = [login] + ([] if socket_option is None else ["--socket", socket_option])
+    script = REMOTE_SCRIPT.format(
+        talk=talk, arguments=shlex.join(arguments), missing=REMOTE_MISSING, old=REMOTE_TOO_OLD
+    )
+    if not (os.isatty(sys.stdin.fileno()) and os.isatty(sys.stdout.fileno())):
+        raise TalkError("a call to another machine needs a terminal")
+    try:
+        process = subprocess.Popen([*ssh, "-t", "--", host, script], stderr=subprocess.PIPE)
+    except OSError as e:
+        why = f"cannot run {ssh[0]} ({e.strerror}); {SSH_ENV} names the ssh program"
+        raise TalkError(why) from None
+    # ssh has the terminal now (in raw mode: Ctrl-C is a key for the far talk); talk only
+    # waits, and passes on a signal that should end the call.
+    previous = {signum: signal.getsignal(signum) for signum in ENDING_SIGNALS}
+    for signum in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda signum, _frame: process.send_signal(signum))
+    try:
+        _, errors = process.communicate()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    said = [
+        line
+        for line in errors.decode("utf-8", "replace").splitlines()
+        if line.strip() and not re.fullmatch(r"Connection to \S+ closed\.", line.strip())
+    ]
+    if process.returncode == SSH_FAILED:
+        why = f": {said[-1]}" if said else ""
+        raise TalkError(f"ssh could not reach {host}{why}")
+    if said:
+        say("".join(f"{line}\n" for line in said))  # ssh's own words, as a plain ssh shows them
+    if process.returncode == REMOTE_MISSING:
+        raise TalkError(f"{talk} is not found on {host}; {REMOTE_ENV} names the command there")
+    if process.returncode == REMOTE_TOO_OLD:
+        raise TalkError(
+            f"the talk on {host} ({talk}) is too old to take a call from another machine; "
+            f"{REMOTE_ENV} names another command there"
+        )
+    return process.returncode
 
 
 if __name__ == "__main__":

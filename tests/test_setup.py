@@ -8,7 +8,7 @@ import asyncio
 import os
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from terminal import DEADLINE
@@ -108,9 +108,9 @@ async def test_a_full_queue_is_called_again_not_taken_for_a_held_place(
     full: list[str] = []
     dial = talk.dial
 
-    def dial_during_a_flood(place: str) -> socket.socket | None:
+    def dial_during_a_flood(place: str, may_call: Callable[[int], bool]) -> socket.socket | None:
         try:
-            return dial(place)
+            return dial(place, may_call)
         except talk.QueueFull:
             full.append(place)
             if len(full) == 3:

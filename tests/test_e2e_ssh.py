@@ -1,0 +1,220 @@
+"""End-to-end tests of talk.py across machines, over a real OpenSSH server on localhost.
+
+alice and bob are real accounts with a shell; they log in (``login -f``) on terminals of their
+own and type at their shell prompt, as people do. alice's ssh reaches the test's sshd as
+``ssh localhost`` through her own ~/.ssh/config (see sshd.py). "The other machine" is this one
+reached through sshd: the names talk shows there come from sshd's session, as they would on
+another host. Needs root and Debian's openssh-server and openssh-client; skips saying so
+otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from as_user import ensure_user, python_for_others, shared_dir
+from sshd import SshServer, ssh_server
+from talkd import ALICE, BOB, after_exit, ensure_utmp, exit_status, log_in, then_status
+from terminal import DEADLINE, NO_TALK_DAEMON, REPO_ROOT, Spawner, Talk, child_env
+
+People = dict[str, pwd.struct_passwd]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SshServer]:
+    with ssh_server() as running:
+        yield running
+
+
+@pytest.fixture
+def people(server: SshServer) -> People:
+    ensure_utmp()
+    accounts = {name: ensure_user(name, can_log_in=True) for name in (ALICE, BOB)}
+    server.allow(accounts[ALICE])
+    return accounts
+
+
+@pytest.fixture
+def meeting_dir() -> Iterator[str]:
+    """A sticky directory like /var/tmp, for the far end's sockets."""
+    directory = shared_dir("talk-far-", 0o1777)
+    yield directory
+    subprocess.run(["pkill", "-u", ALICE, "-x", "ssh"], check=False)
+    subprocess.run(["rm", "-rf", directory], check=False)
+
+
+def talk_py(code_dir: str, *args: str, env: str = "") -> str:
+    """The command line that runs talk.py at a shell prompt (then says its exit status)."""
+    return then_status(env + shlex.join([python_for_others(), f"{code_dir}/talk.py", *args]))
+
+
+def status(talk: Talk, text: str) -> None:
+    talk.wait_for_row(0, text)
+
+
+def forward(alice: Talk, local: str, remote: str) -> None:
+    """alice forwards ``local`` to ``remote`` on the far side, with her own ssh, in the
+    background, as the README says: once the forwarding is up, ssh goes to the background."""
+    alice.type(
+        f"ssh -f -N -o ExitOnForwardFailure=yes -L {local}:{remote} localhost && echo FORWARDED\r"
+    )
+    alice.wait_until(lambda t: "FORWARDED" in t.text(), DEADLINE, "the forwarding")
+
+
+def test_a_call_to_bob_at_host_meets_bob_there_and_both_names_are_true(
+    spawn_screen: Spawner, code_dir: str, people: People, meeting_dir: str
+) -> None:
+    pair = os.path.join(meeting_dir, "pair.sock")  # on "host": where its two talks meet
+    alice = log_in(spawn_screen, ALICE)
+    alice.type(talk_py(code_dir, f"{BOB}@localhost", "--socket", pair) + "\r")
+    status(alice, f"Waiting for {BOB}")
+    bob = log_in(spawn_screen, BOB)
+    bob.type(talk_py(code_dir, ALICE, "--socket", pair) + "\r")
+    status(bob, f"Talking to {ALICE} (pid ")  # her talk, in her ssh session there
+    status(alice, f"Talking to {BOB} (pid ")
+    alice.type("hello from afar\r")
+    bob.wait_until(lambda t: "<you> hello from afar" in t.text(), DEADLINE, "alice's line")
+    bob.type("hi\r")
+    alice.wait_until(lambda t: "<you> hi" in t.text(), DEADLINE, "bob's line")
+    alice.type(".\r")
+    assert exit_status(alice) == 0
+    assert "talk: you ended the conversation" in after_exit(alice)
+
+
+def test_talk_missing_at_the_far_end_is_one_line(
+    spawn_screen: Spawner, code_dir: str, people: People
+) -> None:
+    alice = log_in(spawn_screen, ALICE)
+    alice.type(talk_py(code_dir, f"{BOB}@localhost", env="env TALK_REMOTE=no-such-talk ") + "\r")
+    assert exit_status(alice) == 1
+    lines = [line for line in after_exit(alice).splitlines() if "talk" in line]
+    assert lines[-1] == (
+        "talk: no-such-talk is not found on localhost; TALK_REMOTE names the command there"
+    ), after_exit(alice)
+
+
+def test_ssh_that_cannot_connect_is_one_line_with_its_own_words(
+    spawn: Spawner, code_dir: str
+) -> None:
+    """No server needed: ssh to a port where nothing listens."""
+    if not os.path.exists("/usr/bin/ssh"):
+        pytest.skip("the ssh client is not installed (Debian: openssh-client)")
+    with __import__("socket").socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = child_env(TALK_SSH=f"ssh -o BatchMode=yes -p {port}")
+    talk = spawn("", args=[f"{code_dir}/talk.py", "bob@127.0.0.1"], env=env, cwd=code_dir)
+    assert talk.wait_exit() == 1
+    assert talk.after_exit.strip().splitlines()[-1] == (
+        f"talk: ssh could not reach 127.0.0.1: ssh: connect to host 127.0.0.1 port {port}: "
+        "Connection refused"
+    ), talk.after_exit
+
+
+def test_a_forwarded_socket_names_the_tunnel_on_both_ends(
+    spawn_screen: Spawner, code_dir: str, people: People, meeting_dir: str
+) -> None:
+    far = os.path.join(meeting_dir, "far.sock")
+    bob = log_in(spawn_screen, BOB)
+    bob.type(talk_py(code_dir, "--socket", far) + "\r")
+    status(bob, "Waiting for someone")
+    alice = log_in(spawn_screen, ALICE)
+    near = f"/home/{ALICE}/near.sock"
+    alice.type(f"rm -f {near}\r")
+    forward(alice, near, far)
+    alice.type(talk_py(code_dir, "--socket", near) + "\r")
+    # alice's peer is her own ssh: never "Talking to tk-alice".
+    alice.resize(24, 120)
+    status(alice, "Talking through your ssh tunnel (pid ")
+    assert "who is at the far end is not known here" in alice.row(0)
+    # bob's peer is sshd, running as the user it authenticated: alice.
+    status(bob, f"Talking to {ALICE} (through ssh, pid ")
+    alice.type("through the tunnel\r")
+    bob.wait_until(lambda t: "<you> through the tunnel" in t.text(), DEADLINE, "the line")
+
+
+def test_a_tunnel_with_nobody_at_the_far_end_says_so_and_exits_1(
+    spawn_screen: Spawner, code_dir: str, people: People, meeting_dir: str
+) -> None:
+    alice = log_in(spawn_screen, ALICE)
+    near = f"/home/{ALICE}/near.sock"
+    alice.type(f"rm -f {near}\r")
+    forward(alice, near, os.path.join(meeting_dir, "nobody.sock"))
+    alice.type(talk_py(code_dir, "--socket", near) + "\r")
+    alice.resize(24, 120)
+    status(alice, "nobody answered at the other end of the tunnel")
+    assert "left" not in alice.row(0)
+    alice.type("\x1b")
+    assert exit_status(alice) == 1
+    assert "talk: nobody answered at the other end of the tunnel" in after_exit(alice)
+
+
+def test_a_private_call_never_calls_through_a_tunnel_nor_lets_one_in(
+    spawn_screen: Spawner, code_dir: str, people: People, meeting_dir: str
+) -> None:
+    """bob waits for alice; alice's own tunnel to bob's place sits at the path her call to bob
+    would use. Her talk does not call through it (that would hand a call to bob's talk and
+    hang up on it), and bob's talk does not let in anyone who comes through ssh."""
+    far = os.path.join(meeting_dir, "pair.sock")
+    bob = log_in(spawn_screen, BOB)
+    quiet = f"env TALK_DAEMON={NO_TALK_DAEMON} "  # only the socket paths: no talkd
+    bob.type(talk_py(code_dir, ALICE, "--socket", far, env=quiet) + "\r")
+    status(bob, f"Waiting for {ALICE}")
+    alice = log_in(spawn_screen, ALICE)
+    near = os.path.join(meeting_dir, "near.sock")
+    forward(alice, near, far)
+    alice.type(talk_py(code_dir, BOB, "--socket", near, env=quiet) + "\r")
+    alice.resize(24, 150)
+    status(alice, f"Waiting for {BOB} (near.sock is held by {ALICE})")
+    assert f"Waiting for {ALICE}" in bob.row(0) and "Turned away" not in bob.row(0)
+
+    # A plain talk through the same tunnel reaches bob's talk, which turns it away.
+    other = log_in(spawn_screen, ALICE)
+    other.type(talk_py(code_dir, "--socket", near) + "\r")
+    bob.resize(24, 150)
+    status(bob, f"Turned away {ALICE} (through ssh, pid ")
+    assert exit_status(other) == 1
+    assert "says it is private" in after_exit(other)
+
+
+#: The last commit before talk learnt --version: a talk too old to take a call from afar.
+_BEFORE_VERSION = "2d2ba68^"
+
+
+@pytest.fixture
+def old_talk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """That talk, in a directory every user can read; skips without the git history."""
+    directory = shared_dir("talk-old-", 0o755)
+    try:
+        for name in ("talk.py", "pubmarine.py"):
+            shown = subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "show", f"{_BEFORE_VERSION}:{name}"],
+                capture_output=True,
+            )
+            if shown.returncode != 0:
+                pytest.skip("needs the repository's git history for an old talk.py")
+            with open(os.path.join(directory, name), "wb") as file:
+                file.write(shown.stdout)
+            os.chmod(os.path.join(directory, name), 0o644)
+        yield directory
+    finally:
+        subprocess.run(["rm", "-rf", directory], check=False)
+
+
+def test_a_talk_too_old_at_the_far_end_is_one_line(
+    spawn_screen: Spawner, code_dir: str, people: People, old_talk: str
+) -> None:
+    alice = log_in(spawn_screen, ALICE)
+    remote = f"env TALK_REMOTE='python3 {old_talk}/talk.py' "
+    alice.type(talk_py(code_dir, f"{BOB}@localhost", env=remote) + "\r")
+    assert exit_status(alice) == 1
+    lines = [line for line in after_exit(alice).splitlines() if line.startswith("talk:")]
+    assert lines == [
+        f"talk: the talk on localhost (python3 {old_talk}/talk.py) is too old to take a call "
+        "from another machine; TALK_REMOTE names another command there"
+    ], after_exit(alice)
