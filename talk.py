@@ -15,9 +15,10 @@ Read it top to bottom. Part I is the guide's program, ``python3 talk.py``, whole
 Part II is about *whom* you talk to: a call to one person (``talk.py USER``, 6), the talk
 daemon and talk(1)'s own wire, so that talk(1) and ytalk users can answer and call (7),
 telling the person without a daemon, through write(1) (8), who is calling you (9,
-``--list``), and a call to someone on another machine, through ssh (10, ``USER@HOST``). It reaches Part I through one seam only: a call is a ``Meeting`` of its own (its
-places, whom it admits, what a refused caller is told, how the person is told, the other
-ways it may be reached), and Part I never asks which kind it was handed.
+``--list``), and a call to someone on another machine, through ssh (10, ``USER@HOST``).
+It reaches Part I through one seam only: a call is a ``Meeting`` of its own (its places,
+whom it admits, what a refused caller is told, how the person is told, the other ways it
+may be reached), and Part I never asks which kind it was handed.
 
 The halves never call each other: they publish and subscribe to events on the shared
 ``PubPen``. Events carry data, not sentences: who is at the other end travels as a ``Peer``,
@@ -58,6 +59,9 @@ if __name__ == "__main__":
     # its own, Ctrl-C ends it at once, quietly and with status 130, as SIGTERM and SIGHUP
     # do (a KeyboardInterrupt would print a traceback). There is nothing to clean up yet.
     signal.signal(signal.SIGINT, lambda signum, _frame: sys.exit(128 + signum))
+    # talk never speaks TLS, and asyncio imports the ssl module (a tenth of talk's start-up)
+    # only to offer it: run as a program, talk does without it. Start-up is a budget.
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
 
 import asyncio
 import codecs
