@@ -148,4 +148,6 @@ def ssh_server() -> Iterator[SshServer]:
         server.forget()
         sshd.terminate()
         sshd.wait()
+        if sshd.stderr is not None:
+            sshd.stderr.close()
         shutil.rmtree(directory, ignore_errors=True)

@@ -21,10 +21,10 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from terminal import DEADLINE, Talk, child_env
+from terminal import DEADLINE, ScreenTalk, Spawner, Talk, child_env
 
 INETD = "/usr/sbin/inetd"
 NTALKD = "/usr/sbin/in.ntalkd"
@@ -119,10 +119,27 @@ def ensure_utmp() -> None:
 PROMPT = "ready> "
 
 
-def log_in(spawn: Callable[..., Talk], login: str, *, mesg: bool = True) -> Talk:
+class Login(ScreenTalk):
+    """A login session in a pty, that logs out when the test is over: killed, login(1)
+    could not take its login record back, and talkd would go on finding the person on a
+    terminal that is someone else's by the next test."""
+
+    def close(self) -> None:
+        if self.child.isalive():
+            # Hang up the shell (and what it runs), not login itself: a login(1) that gets
+            # the SIGHUP dies of it without logging out. Once its shell is gone it does.
+            subprocess.run(["pkill", "-HUP", "-P", str(self.pid)], check=False)
+            deadline = time.monotonic() + DEADLINE
+            while self.child.isalive() and time.monotonic() < deadline:
+                time.sleep(0.01)  # a poll interval: login logs out, then ends
+        super().close()
+
+
+def log_in(spawn: Spawner, login: str, *, mesg: bool = True) -> Talk:
     """A real login of ``login`` on a new terminal (``login -f``, so it has a login record),
     at a shell prompt, with messages allowed (``mesg y``) unless ``mesg`` is False."""
-    shell = spawn("", args=["-c", _EXEC, "login", "-f", login], env=child_env())
+    shell = Login("", args=["-c", _EXEC, "login", "-f", login], env=child_env())
+    spawn.started.append(shell)  # closed (logged out) with the test's other programs
     shell.type(f"PS1='{PROMPT}'; mesg {'y' if mesg else 'n'}\r")
     at_prompt(shell)
     return shell
