@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from terminal import DEADLINE, wait_until
 
 import talk
 
@@ -44,6 +45,8 @@ def test_a_process_called_ssh_is_a_tunnel_and_sshd_is_ssh(
 ) -> None:
     if not os.path.exists(f"/proc/{named_ssh.pid}/comm"):
         pytest.skip("no /proc/PID/comm (not Linux)")
+    # Named so once it has exec'd the copy (Popen may return a moment before, with vfork).
+    wait_until(lambda: talk.process_name(named_ssh.pid) == "ssh", DEADLINE, "the exec")
     creds = talk.Credentials(named_ssh.pid, os.getuid())
     assert talk.forwarding(creds) == "tunnel"
     assert talk.peer_of(creds).via == "your tunnel"
