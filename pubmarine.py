@@ -186,10 +186,11 @@ class PubPen:
         self._subscriptions: dict[int, _Subscription] = {}
         self._handlers: dict[str, dict[int, _Subscription]] = {}  # event -> id -> subscription
         self._snapshots: dict[str, _Snapshot] = {}  # current snapshot of each event published
-        # Published but not yet delivered, two items per event: its snapshot, then its
-        # positional arguments. Not one (snapshot, args) tuple per event: a snapshot is
-        # tracked by the garbage collector, and such tuples, alive until delivered, would
-        # make every collection meanwhile scan them all.
+        # Published but not yet delivered, two items per event: its positional arguments,
+        # then its snapshot, put in and taken out so that an interrupt between any two
+        # bytecodes costs at most that event (see _deliver). Not one tuple per event: a
+        # snapshot is tracked by the garbage collector, and such tuples, alive until
+        # delivered, would make every collection meanwhile scan them all.
         self._queue: deque[Any] = deque()
         self._pending: asyncio.Handle | None = None  # the _deliver that call_soon scheduled
         self._tasks: set[asyncio.Future[Any]] = set()  # asyncio itself keeps tasks only weakly
@@ -325,11 +326,15 @@ class PubPen:
 
         Errors follow asyncio's rule for loop callbacks: :class:`SystemExit` and
         :class:`KeyboardInterrupt` propagate (what was not delivered yet stays queued and is
-        delivered if the loop runs again); any other exception from a callback or its task,
-        :class:`asyncio.CancelledError` from a plain callback included, goes to
-        ``loop.call_exception_handler`` with the event's name, and the other callbacks still
-        run. A task that ends cancelled (by someone else, or raising CancelledError itself)
-        is not an error, as for asyncio, and is not reported.
+        delivered if the loop runs again). Such an interrupt may land between any two
+        bytecodes, in the bus's own code too: the bus stays in order and loses at most the
+        event in flight; if it lands just as a delivery starts, what is queued is delivered
+        by the next drain() (or the next publish from another thread). A signal handler that
+        publishes, between any two bytecodes, loses nothing. Any other exception from a
+        callback or its task, :class:`asyncio.CancelledError` from a plain callback included,
+        goes to ``loop.call_exception_handler`` with the event's name, and the other
+        callbacks still run. A task that ends cancelled (by someone else, or raising
+        CancelledError itself) is not an error, as for asyncio, and is not reported.
 
         Safe to call from any thread. From another thread the event is handed over under a
         lock and the loop is woken at once; the callbacks still run on the loop's thread, the
@@ -355,9 +360,9 @@ class PubPen:
                 snapshot = _Snapshot(event, snapshot.subscriptions, kwargs)
             if self._pending is None:
                 self._pending = self.loop.call_soon(self._deliver)  # if it raises, nothing
-            queue = self._queue
-            queue.append(snapshot)
-            queue.append(args)
+            # One call, so that nothing runs between the event's two items: a signal handler
+            # that publishes, or a finalizer, would otherwise split the pair (see _deliver).
+            self._queue.extend((args, snapshot))
         else:
             self._publish_from_elsewhere(event, args, kwargs or None)
 
@@ -410,12 +415,25 @@ class PubPen:
         own_task = task if task is not None and task in self._tasks else None
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._drainers.append((waiter, own_task))
+        if len(self._queue) >= 2 and self._pending_is_stale():
+            self._pending = self.loop.call_soon(self._deliver)
         self._settle()
         await waiter
 
+    def _pending_is_stale(self) -> bool:
+        """Whether no delivery is really pending: a KeyboardInterrupt that lands just as one
+        starts, before it can say so, leaves it marked pending when it has run. Asked only
+        by drain(), of asyncio's own loops (their queue of ready callbacks), and otherwise
+        taken as no."""
+        pending = self._pending
+        if pending is None:
+            return True
+        ready = getattr(self.loop, "_ready", None)
+        return ready is not None and pending not in ready
+
     def _settle(self) -> None:
         """Release the drain() calls that the bus's state now satisfies (loop's thread)."""
-        if self._queue:
+        if len(self._queue) >= 2:
             return  # a _deliver is pending and will settle again
         with self._lock:
             if self._inbox:
@@ -424,12 +442,15 @@ class PubPen:
         in_drain = {task for _, task in waiting if task is not None}
         outside_idle = not self._tasks  # for a drain() from outside the bus's tasks
         inside_idle = self._tasks <= in_drain  # for one from inside: those tasks are waiting
-        self._drainers = []
-        for waiter, task in waiting:
-            if outside_idle if task is None else inside_idle:
-                waiter.set_result(None)
-            else:
-                self._drainers.append((waiter, task))
+        ready = [
+            (waiter, task)
+            for waiter, task in waiting
+            if (outside_idle if task is None else inside_idle)
+        ]
+        # Built whole, then put in place: an interrupt meanwhile leaves every drain() listed.
+        self._drainers = [pair for pair in waiting if pair not in ready]
+        for waiter, _task in ready:
+            waiter.set_result(None)
 
     def _take_inbox(self) -> None:
         """Queue and deliver what other threads published (runs on the loop's thread)."""
@@ -442,8 +463,7 @@ class PubPen:
             if snapshot is not None:
                 if kwargs:
                     snapshot = _Snapshot(event, snapshot.subscriptions, kwargs)
-                queue.append(snapshot)
-                queue.append(args)
+                queue.extend((args, snapshot))  # one call, as in publish()
         # Delivering now, rather than behind whatever is ready on the loop, keeps the promise
         # that a thread's events come before the callbacks it schedules afterwards. A delivery
         # scheduled earlier is not needed then: cancelled, so that what the callbacks publish
@@ -462,9 +482,20 @@ class PubPen:
         queue = self._queue
         try:
             for _ in range(len(queue) // 2):
-                snapshot = queue.popleft()
-                args = queue.popleft()
-                callbacks = snapshot.callbacks
+                try:
+                    args = queue.popleft()
+                    snapshot = queue.popleft()
+                    callbacks = snapshot.callbacks
+                except AttributeError:
+                    # A KeyboardInterrupt (or an exception from a signal handler) split an
+                    # event's pair of items: between publish's two appends (it left the args
+                    # alone), or between the two poplefts above (the snapshot). That orphan
+                    # was ``args``, and ``snapshot`` is the next event's args: put them
+                    # back, so that only the event that was in flight is lost.
+                    queue.appendleft(snapshot)
+                    continue
+                except IndexError:  # only the orphan was left: the next publish repairs it
+                    break
                 if callbacks is not None:
                     # The common case, kept lean: no keywords, every subscription strong and
                     # still active, so no check per call. Should a callback unsubscribe
@@ -511,7 +542,7 @@ class PubPen:
                         self._report(exc, snapshot.event, callback)
         finally:
             self._rest = None
-            if queue:
+            if len(queue) >= 2:  # a lone orphan waits for the next event, which repairs it
                 if self._pending is None:
                     self._pending = self.loop.call_soon(self._deliver)
             elif self._drainers:
@@ -529,7 +560,7 @@ class PubPen:
             rest = _Snapshot(snapshot.event, subscriptions[len(subscriptions) - left :])
             rest.callbacks = None  # it is not the cached snapshot: check every subscription
             rest.kwargs = snapshot.kwargs
-            self._queue.extendleft((args, rest))
+            self._queue.extendleft((rest, args))  # one call: args, then rest, at the front
 
     def _start_task(self, awaitable: Any, event: str, callback: Callable[..., Any]) -> None:
         task = asyncio.ensure_future(self._run_task(awaitable), loop=self.loop)
