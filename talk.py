@@ -628,7 +628,8 @@ class Peer(NamedTuple):
         """The login name alone (for a tunnel, whose tunnel): the part of a status line that
         is never shortened."""
         if self.tunnel:
-            return "your ssh tunnel" if self.via == "your tunnel" else f"{self.login}'s ssh tunnel"
+            mine = self.via == "your tunnel"
+            return "your ssh tunnel" if mine else f"{printable(self.login)}'s ssh tunnel"
         return printable(self.login) if self.login else "someone"
 
 
@@ -1938,7 +1939,8 @@ UNIX_DIAG_VFS = 1
 NETLINK_HEADER = struct.Struct("=IHHII")
 
 
-#: (device, inode) of a socket file, as the kernel's socket table names it.
+#: Socket files that some process listens on, by (device, inode) as the kernel's socket
+#: table names them, each with the inode of the listening socket itself.
 SocketFiles = dict[tuple[int, int], int]
 
 
