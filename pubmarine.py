@@ -339,7 +339,8 @@ class PubPen:
         Safe to call from any thread. From another thread the event is handed over under a
         lock and the loop is woken at once; the callbacks still run on the loop's thread, the
         events of one thread keep their order, and they are delivered before any callback
-        that thread schedules on the loop afterwards.
+        that thread schedules on the loop afterwards, and before anything the loop's thread
+        publishes once that publish() has returned (after joining the thread, say).
 
         :param event: name of the event.
         :param args: positional arguments for the callbacks.
@@ -351,6 +352,12 @@ class PubPen:
             # The loop's thread: all the state used here is its own (see __init__), so no
             # lock. Only that thread can find its own id here: it wrote it when the loop
             # started and clears it when the loop stops; no other thread ever writes it.
+            if self._wake_pending:
+                # Another thread published, and the loop has not taken it in yet: that
+                # happened before this (the thread may even have been joined), so it goes
+                # into the queue first. Reading the flag needs no lock: a thread that sets
+                # it a moment later publishes after this.
+                self._take_early()
             snapshot = self._snapshots.get(event)
             if snapshot is None:
                 snapshot = self._snapshot(event)
@@ -452,8 +459,15 @@ class PubPen:
         for waiter, _task in ready:
             waiter.set_result(None)
 
-    def _take_inbox(self) -> None:
-        """Queue and deliver what other threads published (runs on the loop's thread)."""
+    def _take_early(self) -> None:
+        """Queue what other threads published, ahead of an event the loop's thread publishes
+        now; the wake-up they scheduled still delivers it, as it would have (loop's thread)."""
+        self._move_inbox()
+        if self._pending is None and len(self._queue) >= 2:
+            self._pending = self.loop.call_soon(self._deliver)
+
+    def _move_inbox(self) -> None:
+        """Move what other threads published into the queue, in order (loop's thread)."""
         with self._lock:
             inbox, self._inbox = self._inbox, []
             self._wake_pending = False
@@ -464,6 +478,10 @@ class PubPen:
                 if kwargs:
                     snapshot = _Snapshot(event, snapshot.subscriptions, kwargs)
                 queue.extend((args, snapshot))  # one call, as in publish()
+
+    def _take_inbox(self) -> None:
+        """Queue and deliver what other threads published (runs on the loop's thread)."""
+        self._move_inbox()
         # Delivering now, rather than behind whatever is ready on the loop, keeps the promise
         # that a thread's events come before the callbacks it schedules afterwards. A delivery
         # scheduled earlier is not needed then: cancelled, so that what the callbacks publish

@@ -1453,7 +1453,8 @@ async def test_after_a_wake_up_from_another_thread_callbacks_events_wait_behind_
 ) -> None:
     """The inbox delivers at once what a thread published (and what was queued with it);
     what its callbacks publish then waits behind what the loop had ready: a delivery that was
-    scheduled earlier must not take it ahead."""
+    scheduled earlier must not take it ahead. (The thread's event comes first: it was
+    published, and the thread joined, before the loop's.)"""
     loop = asyncio.get_running_loop()
     order: list[str] = []
 
@@ -1470,7 +1471,25 @@ async def test_after_a_wake_up_from_another_thread_callbacks_events_wait_behind_
     pubpen.publish("from loop")  # ready: the wake-up, then a delivery
     loop.call_soon(order.append, "x")  # ready: the wake-up, the delivery, x
     await drained(pubpen)
-    assert order == ["P", "A", "x", "B"]
+    assert order == ["A", "P", "x", "B"]
+
+
+@pytest.mark.asyncio
+async def test_what_a_joined_thread_published_is_delivered_before_what_the_loop_publishes_next(
+    pubpen: PubPen,
+) -> None:
+    """What happens before in the program is delivered before: the thread's publish returned,
+    and the thread was joined, before the loop's thread published."""
+    order: list[str] = []
+    pubpen.subscribe("e", order.append)
+    for round_ in range(20):
+        thread = threading.Thread(target=pubpen.publish, args=("e", f"thread {round_}"))
+        thread.start()
+        thread.join()
+        pubpen.publish("e", f"loop {round_}")
+    await drained(pubpen)
+    expected = [f"{who} {n}" for n in range(20) for who in ("thread", "loop")]
+    assert order == expected
 
 
 # -- interrupts and signal handlers at any point ------------------------------------------------
