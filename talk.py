@@ -3032,24 +3032,27 @@ def only_root_can_change(path: str) -> bool:
         path = parent
 
 
-def list_command(socket_option: str | None) -> str:
-    """What the person called types to list the call (``--list``), quoted for their shell."""
+def socket_words(socket_option: str | None) -> str:
+    """`` --socket '/the/path'`` for a command someone else types (nothing without a path):
+    absolute, since a relative one means another place in their directory, and quoted for
+    their shell."""
     import shlex
 
-    command = f"{talk_command()} --list"
     if socket_option is None:
-        return command
-    return f"{command} --socket {shlex.quote(os.path.abspath(socket_option))}"
+        return ""
+    return f" --socket {shlex.quote(os.path.abspath(socket_option))}"
+
+
+def list_command(socket_option: str | None) -> str:
+    """What the person called types to list the call (``--list``), quoted for their shell."""
+    return f"{talk_command()} --list{socket_words(socket_option)}"
 
 
 def answer_command(caller: str, socket_option: str | None) -> str:
     """What the person called types to answer ``caller``, quoted for their shell."""
     import shlex
 
-    command = f"{talk_command()} {shlex.quote(caller)}"
-    if socket_option is None:
-        return command
-    return f"{command} --socket {shlex.quote(os.path.abspath(socket_option))}"
+    return f"{talk_command()} {shlex.quote(caller)}{socket_words(socket_option)}"
 
 
 async def tell(login: str, notice: str, lister: str = "talk.py --list") -> str:
@@ -3153,11 +3156,10 @@ def list_waiting(socket_option: str | None) -> int:
         if st is None or st.st_uid not in (low, high) or (st.st_uid == me and low != high):
             continue  # stale, a squatter's, or your own call to someone else
         caller = printable(user_name(st.st_uid))
-        base = shlex.quote(meeting_path(directory, low, high))
-        option = "" if directory == os.path.dirname(PATH) else f" --socket {base}"
+        base = meeting_path(directory, low, high)
+        option = "" if directory == os.path.dirname(PATH) else socket_words(base)
         lines.append(f"{caller} is waiting to talk to you: {here} {shlex.quote(caller)}{option}")
-    absolute = shlex.quote(os.path.abspath(shared))
-    option = "" if socket_option is None else f" --socket {absolute}"
+    option = socket_words(socket_option)
     for place in places_from(shared):
         st = listener_at(place, live)
         if st is None or st.st_uid == me:
