@@ -55,9 +55,10 @@ def python_for_others() -> str:
     pytest.skip("no Python interpreter that other users may run")
 
 
-def readable_copy() -> str:
+def readable_copy(owner: pwd.struct_passwd | None = None) -> str:
     """A fresh directory that every user can reach, holding copies of talk.py and pubmarine.py
-    that every user can read; skips the test if there is no such place. The caller removes it.
+    that every user can read (the directory and the copies ``owner``'s, if given, else
+    root's); skips the test if there is no such place. The caller removes it.
     """
     try:
         directory = socket_dir(prefix="talk-prog-", public=True)
@@ -67,6 +68,10 @@ def readable_copy() -> str:
         copy = os.path.join(directory, module)
         shutil.copyfile(REPO_ROOT / module, copy)
         os.chmod(copy, 0o644)
+        if owner is not None:
+            os.chown(copy, owner.pw_uid, owner.pw_gid)
+    if owner is not None:
+        os.chown(directory, owner.pw_uid, owner.pw_gid)
     return directory
 
 

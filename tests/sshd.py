@@ -94,7 +94,8 @@ class SshServer:
                     os.remove(os.path.join(dot_ssh, name))
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 where nothing listens (one just let go of)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -128,7 +129,7 @@ def ssh_server() -> Iterator[SshServer]:
     subprocess.run(
         [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", f"{directory}/host_key"], check=True
     )
-    port = _free_port()
+    port = free_port()
     config = os.path.join(directory, "sshd_config")
     with open(config, "w") as file:
         file.write(_SSHD_CONFIG.format(port=port, directory=directory))

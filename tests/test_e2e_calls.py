@@ -26,12 +26,11 @@ from collections.abc import Callable, Iterator
 from typing import TypedDict
 
 import pytest
-from as_user import ensure_user, python_for_others, shared_dir, spawn_as
+from as_user import ensure_user, python_for_others, readable_copy, shared_dir, spawn_as
 from login_records import utmp_record, write_utmp
 from terminal import (
     DEADLINE,
     LOGIN,
-    REPO_ROOT,
     TALK_PY,
     Spawner,
     Talk,
@@ -396,24 +395,21 @@ def test_the_notice_never_names_a_talk_py_the_caller_could_change(
 ) -> None:
     """alice runs a talk.py of her own (in her home, say): bob is not told to run that file,
     which alice could change under him; and the path he is given is quoted for his shell."""
-    own = os.path.join(sticky_dir, "alices-own")
-    os.mkdir(own, 0o755)
-    for module in ("talk.py", "pubmarine.py"):
-        shutil.copyfile(REPO_ROOT / module, os.path.join(own, module))
-        os.chmod(os.path.join(own, module), 0o644)
-        os.chown(os.path.join(own, module), people[ALICE].pw_uid, people[ALICE].pw_gid)
-    os.chown(own, people[ALICE].pw_uid, people[ALICE].pw_gid)
+    own = readable_copy(owner=people[ALICE])
     _master, line = bobs_terminal
     path = os.path.join(sticky_dir, "our pair; of.sock")
     utmp = write_utmp(os.path.join(records, "utmp"), utmp_record(BOB, line))
     env = env_for(utmp, f"{fake_write(records)}:/usr/bin:/bin")
 
-    alice = call(spawn, own, people[ALICE], people[BOB], path, env)
-    status_of(alice, f"Waiting for {BOB}: told {BOB} on {line}")
-    with open(os.path.join(records, "write.stdin")) as notice:
-        assert notice.read() == (
-            f"{ALICE} wants to talk. Answer with: talk.py {ALICE} --socket '{path}'\n"
-        )
+    try:
+        alice = call(spawn, own, people[ALICE], people[BOB], path, env)
+        status_of(alice, f"Waiting for {BOB}: told {BOB} on {line}")
+        with open(os.path.join(records, "write.stdin")) as notice:
+            assert notice.read() == (
+                f"{ALICE} wants to talk. Answer with: talk.py {ALICE} --socket '{path}'\n"
+            )
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 # A write(1) that hangs, as one writing to a stopped terminal does, with a child of its own;

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 from as_user import ensure_user, python_for_others, shared_dir
-from sshd import SshServer, ssh_server
+from sshd import SshServer, free_port, ssh_server
 from talkd import ALICE, BOB, after_exit, ensure_utmp, exit_status, log_in, then_status
 from terminal import DEADLINE, NO_TALK_DAEMON, REPO_ROOT, Spawner, Talk, child_env
 
@@ -104,9 +104,7 @@ def test_ssh_that_cannot_connect_is_one_line_with_its_own_words(
     """No server needed: ssh to a port where nothing listens."""
     if not os.path.exists("/usr/bin/ssh"):
         pytest.skip("the ssh client is not installed (Debian: openssh-client)")
-    with __import__("socket").socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = child_env(TALK_SSH=f"ssh -o BatchMode=yes -p {port}")
     talk = spawn("", args=[f"{code_dir}/talk.py", "bob@127.0.0.1"], env=env, cwd=code_dir)
     assert talk.wait_exit() == 1
