@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import pwd
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
 from collections.abc import Iterator
 
 import pytest
-from as_user import as_user, ensure_user, python_for_others
+from as_user import as_user, ensure_user, python_for_others, readable_copy
 from talkd import (
     ALICE,
     BOB,
@@ -249,30 +250,38 @@ def test_the_daemons_answer_is_the_status_line(
     status(alice, f"Waiting for {callee}: {callee} is {case}")
 
 
+@pytest.mark.parametrize("whose", ["root's", "alice's own"])
 def test_without_a_daemon_debians_write_cannot_tell_bob_and_the_status_says_so(
-    spawn_screen: Spawner, code_dir: str, people: People, meeting: str
+    spawn_screen: Spawner, code_dir: str, people: People, meeting: str, whose: str
 ) -> None:
+    """The command the status line gives bob names a talk.py only root can change; a copy
+    of alice's own (she could change it under him) is not named by its path."""
     write = "/usr/bin/write"
     if not os.path.exists(write):
         pytest.skip("write(1) is not installed (Debian: bsdextrautils)")
     if os.stat(write).st_mode & stat.S_ISGID:
         pytest.skip("this write(1) is setgid, as before the fix for CVE-2024-28085")
-    bob = log_in(spawn_screen, BOB)
-    before = bob.text()
-    alice = log_in(spawn_screen, ALICE)
-    run_talk_py(alice, code_dir, meeting, BOB, env=f"env TALK_DAEMON={NO_TALK_DAEMON} ")
-    status(alice, f"Waiting for {BOB}: no talk daemon answers")
-    alice.resize(24, 250)  # the whole status line
-    alice.wait_until(
-        lambda t: (
-            "write(1) may not write to other terminals here;" in t.row(0)
-            and f"{BOB} finds the call with python3 {code_dir}/talk.py --list --socket {meeting}"
-            in t.row(0)
-        ),
-        DEADLINE,
-        "why nobody was told",
-    )
-    assert bob.text() == before, "something reached bob's terminal"
+    program = code_dir if whose == "root's" else readable_copy(owner=people[ALICE])
+    lister = f"python3 {code_dir}/talk.py" if whose == "root's" else "talk.py"
+    try:
+        bob = log_in(spawn_screen, BOB)
+        before = bob.text()
+        alice = log_in(spawn_screen, ALICE)
+        run_talk_py(alice, program, meeting, BOB, env=f"env TALK_DAEMON={NO_TALK_DAEMON} ")
+        status(alice, f"Waiting for {BOB}: no talk daemon answers")
+        alice.resize(24, 250)  # the whole status line
+        alice.wait_until(
+            lambda t: (
+                "write(1) may not write to other terminals here;" in t.row(0)
+                and f"{BOB} finds the call with {lister} --list --socket {meeting} -" in t.row(0)
+            ),
+            DEADLINE,
+            "why nobody was told",
+        )
+        assert bob.text() == before, "something reached bob's terminal"
+    finally:
+        if program != code_dir:
+            shutil.rmtree(program, ignore_errors=True)
 
 
 def test_root_reaches_bob_through_debians_write(
