@@ -34,11 +34,11 @@ import warnings
 import weakref
 from asyncio import _get_running_loop
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from inspect import isawaitable
 from operator import length_hint
 from threading import get_ident
-from types import MethodType
+from types import MappingProxyType, MethodType
 from typing import Any, Callable
 
 __all__ = ["EventNotFoundError", "PubMarineError", "PubPen"]
@@ -84,14 +84,15 @@ class _Snapshot:
     shortcuts for the common cases, where no such check is needed: ``callbacks``, the plain
     callbacks in order, while every subscription is strong; ``only``, the one callback when
     there is exactly one such; ``methods``, when every subscription is a bound method held
-    weakly, their pairs of weak reference (to the object) and function. The PubPen caches
+    weakly, their pairs of weak reference (to the object) and function; ``method``, the one
+    such pair when there is exactly one. The PubPen caches
     the current snapshot of each event, and drops the shortcuts of the one it forgets
     whenever the event's subscriptions change, so a snapshot with a shortcut is exactly up
     to date when its delivery starts; an unsubscribe during that delivery cuts it short
     (see :meth:`PubPen.unsubscribe`).
     """
 
-    __slots__ = ("callbacks", "event", "kwargs", "methods", "only", "subscriptions")
+    __slots__ = ("callbacks", "event", "kwargs", "method", "methods", "only", "subscriptions")
 
     def __init__(
         self,
@@ -106,6 +107,7 @@ class _Snapshot:
         self.kwargs = kwargs
         self.only: Callable[..., Any] | None = None
         self.methods: tuple[tuple[Any, Callable[..., Any]], ...] | None = None
+        self.method: tuple[Any, Callable[..., Any]] | None = None
         if kwargs is not None:
             return
         if not any(subscription.weak for subscription in subscriptions):
@@ -116,10 +118,12 @@ class _Snapshot:
             pairs = [(s.target, s.function) for s in subscriptions if s.function is not None]
             if len(pairs) == len(subscriptions):
                 self.methods = tuple(pairs)
+                if len(pairs) == 1:
+                    self.method = pairs[0]
 
     def drop_shortcuts(self) -> None:
         """From now on, delivery checks each subscription (it may have been removed)."""
-        self.callbacks = self.only = self.methods = None
+        self.callbacks = self.only = self.methods = self.method = None
 
 
 class _AskAsyncio:
@@ -140,6 +144,9 @@ class _AskAsyncio:
     def _thread_id(self) -> int | None:
         return get_ident() if _get_running_loop() is self.loop else None
 
+
+#: What PubPen._fast is while publish() may not take its fast way: no snapshot at all.
+_CLOSED: Mapping[str, _Snapshot] = MappingProxyType({})
 
 #: The bus task a coroutine runs in (see PubPen._run_task), for drain().
 _bus_task: contextvars.ContextVar[asyncio.Future[Any] | None] = contextvars.ContextVar(
@@ -202,6 +209,10 @@ class PubPen:
         self._subscriptions: dict[int, _Subscription] = {}
         self._handlers: dict[str, dict[int, _Subscription]] = {}  # event -> id -> subscription
         self._snapshots: dict[str, _Snapshot] = {}  # current snapshot of each event published
+        # The snapshots that publish() may use at once: the cached ones while a delivery is
+        # pending and nothing from other threads waits to go first, otherwise none (_CLOSED),
+        # and publish() goes its slower way, which sees to those. One lookup for three checks.
+        self._fast: Mapping[str, _Snapshot] = _CLOSED
         # Published but not yet delivered, two items per event: its positional arguments,
         # then its snapshot. An event goes in with one call (list.extend) and comes out with
         # one step (of zip), so that no interrupt, nor a signal handler that publishes, can
@@ -366,18 +377,10 @@ class PubPen:
         :raises EventNotFoundError: ``event`` is not in the ``event_list``.
         :raises RuntimeError: the loop is closed; nothing of this call stays queued.
         """
-        snapshot = self._snapshots.get(event)
-        if (
-            snapshot is not None
-            and not kwargs
-            and not self._wake_pending
-            and self._running._thread_id == get_ident()
-        ):
+        snapshot = self._fast.get(event)
+        if snapshot is not None and not kwargs and self._running._thread_id == get_ident():
             # The common case, kept lean: the loop's thread (see below), an event that
-            # someone listens to and whose snapshot is cached, no keywords, nothing from
-            # other threads waiting to go first.
-            if self._pending is None:
-                self._pending = self.loop.call_soon(self._deliver)
+            # someone listens to, no keywords, a delivery pending (see _fast).
             self._queue.extend((args, snapshot))
         else:
             self._publish_slowly(event, args, kwargs)
@@ -400,7 +403,7 @@ class PubPen:
             if kwargs:
                 snapshot = _Snapshot(event, snapshot.subscriptions, kwargs)
             if self._pending is None:
-                self._pending = self.loop.call_soon(self._deliver)  # if it raises, nothing
+                self._schedule()  # if it raises, nothing is queued
             self._queue.extend((args, snapshot))  # one call: see __init__
         else:
             self._publish_from_elsewhere(event, args, kwargs or None)
@@ -418,6 +421,7 @@ class PubPen:
                 # the append: if it raises, nothing of this call stays behind.
                 self.loop.call_soon_threadsafe(self._take_inbox)
                 self._wake_pending = True
+                self._fast = _CLOSED  # after the flag: see _open_fast
             self._inbox.append((event, args, kwargs))
 
     def emit(self, event: str, *args: Any, **kwargs: Any) -> None:
@@ -455,7 +459,7 @@ class PubPen:
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._drainers.append((waiter, own_task))
         if self._queue and self._pending_is_stale():
-            self._pending = self.loop.call_soon(self._deliver)
+            self._schedule()
         self._settle()
         await waiter
 
@@ -496,13 +500,14 @@ class PubPen:
         now; the wake-up they scheduled still delivers it, as it would have (loop's thread)."""
         self._move_inbox()
         if self._pending is None and self._queue:
-            self._pending = self.loop.call_soon(self._deliver)
+            self._schedule()
 
     def _move_inbox(self) -> None:
         """Move what other threads published into the queue, in order (loop's thread)."""
         with self._lock:
             inbox, self._inbox = self._inbox, []
             self._wake_pending = False
+        self._open_fast()
         queue = self._queue
         for event, args, kwargs in inbox:
             snapshot = self._snapshot(event)
@@ -522,12 +527,26 @@ class PubPen:
             self._pending.cancel()
         self._deliver()
 
+    def _schedule(self) -> None:
+        """Have _deliver called soon, behind whatever the loop has ready (loop's thread)."""
+        self._pending = self.loop.call_soon(self._deliver)
+        self._open_fast()
+
+    def _open_fast(self) -> None:
+        """Let publish() take its fast way if it may (see _fast; loop's thread)."""
+        self._fast = self._snapshots if self._pending is not None else _CLOSED
+        # Read after the write above, as another thread sets the flag before it closes: in
+        # every order, the fast way ends closed when something waits in the inbox.
+        if self._wake_pending:
+            self._fast = _CLOSED
+
     def _deliver(self) -> None:
         """Deliver the events queued when this call started (runs on the loop's thread).
 
         Events published meanwhile wait for the next call, which goes to the back of the
         loop's ready queue, so a callback that keeps publishing cannot starve I/O.
         """
+        self._fast = _CLOSED
         self._pending = None
         batch = items = None
         try:
@@ -548,6 +567,25 @@ class PubPen:
                         raise  # nothing of this event is left to deliver
                     except BaseException as exc:  # asyncio.Handle's rule
                         self._report(exc, snapshot.event, only)
+                    continue
+                method = snapshot.method
+                if method is not None:
+                    # One bound method held weakly (see methods below).
+                    ref, function = method
+                    obj = ref()
+                    if obj is not None:  # else it died, and its removal is on its way
+                        try:
+                            if len(args) == 1:
+                                result = function(obj, args[0])
+                            else:
+                                result = function(obj, *args)
+                            if result is not None and isawaitable(result):
+                                bound = MethodType(function, obj)
+                                self._start_task(result, snapshot.event, bound)
+                        except (SystemExit, KeyboardInterrupt):
+                            raise  # nothing of this event is left to deliver
+                        except BaseException as exc:
+                            self._report(exc, snapshot.event, MethodType(function, obj))
                     continue
                 callbacks = snapshot.callbacks
                 methods = snapshot.methods
@@ -638,7 +676,7 @@ class PubPen:
                     self._queue[:0] = undelivered
             if self._queue:
                 if self._pending is None:
-                    self._pending = self.loop.call_soon(self._deliver)
+                    self._schedule()
             elif self._drainers:
                 self._settle()
 

@@ -831,13 +831,14 @@ class Stopper:
 
 
 @pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
-@pytest.mark.parametrize("held", ["strongly", "weakly", "all weakly", "alone"])
+@pytest.mark.parametrize("held", ["strongly", "weakly", "all weakly", "alone", "method alone"])
 def test_system_exit_and_keyboard_interrupt_propagate_and_the_rest_waits(
     exc_type: type[BaseException], held: str
 ) -> None:
     # As from any loop callback, they stop the loop; what was not delivered yet is not lost:
     # it is delivered, in order, once the loop runs again. ``held`` picks the way delivery
-    # goes: plain callbacks, a mix with a bound method, bound methods only, one callback.
+    # goes: plain callbacks, a mix with a bound method, bound methods only, one callback, one
+    # bound method.
     loop = asyncio.new_event_loop()
     try:
         errors = capture_errors(loop)
@@ -848,10 +849,12 @@ def test_system_exit_and_keyboard_interrupt_propagate_and_the_rest_waits(
         if held == "all weakly":
             pubpen.subscribe("e", stopper.before)
             pubpen.subscribe("e", stopper.stop)
-        elif held != "alone":
-            pubpen.subscribe("e", lambda n: calls.append(f"before {n}"))
+        elif held == "alone":
             pubpen.subscribe("e", lambda n: stopper.stop(n))
+        elif held == "method alone":
+            pubpen.subscribe("e", stopper.stop)
         else:
+            pubpen.subscribe("e", lambda n: calls.append(f"before {n}"))
             pubpen.subscribe("e", lambda n: stopper.stop(n))
         if held in ("weakly", "all weakly"):
             pubpen.subscribe("e", recorder.method)
@@ -866,10 +869,10 @@ def test_system_exit_and_keyboard_interrupt_propagate_and_the_rest_waits(
         loop.call_soon(publish)
         with pytest.raises(exc_type):
             loop.run_forever()
-        first = [] if held == "alone" else ["before 1"]
+        first = [] if "alone" in held else ["before 1"]
         assert calls == [*first, "stop 1"]
         loop.run_until_complete(asyncio.wait_for(pubpen.drain(), DEADLINE))
-        rest = [] if held == "alone" else [1]
+        rest = [] if "alone" in held else [1]
         assert calls == [*first, "stop 1", *rest, "later 2"]
         assert errors == []
     finally:
@@ -1627,8 +1630,8 @@ class _AtOpcode:
 
 
 #: The events of the scenario, one for each way a delivery goes: two plain callbacks, one,
-#: bound methods held weakly, and a mix (which checks each subscription).
-SWEPT = ("two", "one", "methods", "mixed")
+#: two bound methods held weakly, one, and a mix (which checks each subscription).
+SWEPT = ("two", "one", "methods", "method", "mixed")
 
 
 def _publish_deliver_then_drain(
@@ -1641,11 +1644,13 @@ def _publish_deliver_then_drain(
     loop = asyncio.new_event_loop()
     pubpen = PubPen(loop)
     got: dict[str, list[list[Any]]] = {event: [[], []] for event in SWEPT}
-    got["one"].pop()  # it has one subscriber
+    got["one"].pop()  # these have one subscriber
+    got["method"].pop()
     errors: list[Any] = []
     loop.set_exception_handler(lambda _loop, context: errors.append(context))
     recorders = [Recorder(got["methods"][0]), Recorder(got["methods"][1])]
     recorders.append(Recorder(got["mixed"][1]))
+    recorders.append(Recorder(got["method"][0]))
     pubpen.subscribe("two", got["two"][0].append)
     pubpen.subscribe("two", got["two"][1].append)
     pubpen.subscribe("one", got["one"][0].append)
@@ -1653,6 +1658,7 @@ def _publish_deliver_then_drain(
     pubpen.subscribe("methods", recorders[1].method)
     pubpen.subscribe("mixed", got["mixed"][0].append)
     pubpen.subscribe("mixed", recorders[2].method)
+    pubpen.subscribe("method", recorders[3].method)
     pubpen.subscribe("h", lambda n: got["two"][0].append(("h", n)))
     tracer = _AtOpcode(act_at, lambda: act(pubpen), unit)
     published: list[tuple[str, int]] = []
