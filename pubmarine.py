@@ -588,7 +588,6 @@ class PubPen:
                             self._report(exc, snapshot.event, MethodType(function, obj))
                     continue
                 callbacks = snapshot.callbacks
-                methods = snapshot.methods
                 # Below, one try around each whole loop, not one per call (which costs on
                 # Python 3.9 and 3.10): after a failure the loop goes on where it was, as
                 # its iterator knows.
@@ -596,8 +595,8 @@ class PubPen:
                     # Plain callbacks, every subscription strong and still active: no check
                     # per call. Should a callback unsubscribe anything, unsubscribe() cuts
                     # this loop short (see there).
-                    rest: Iterator[Any] = iter(callbacks)
-                    self._rest = rest
+                    rest: Iterator[Any]
+                    rest = self._rest = iter(callbacks)
                     while True:
                         try:
                             for callback in rest:
@@ -610,14 +609,16 @@ class PubPen:
                             raise
                         except BaseException as exc:
                             self._report(exc, snapshot.event, callback)
-                elif methods is not None:
+                    if self._rest is rest:
+                        continue
+                    subscriptions = self._left_after_cut(snapshot)
+                elif snapshot.methods is not None:
                     # Bound methods held weakly, and nothing else: each is called as its
                     # function with its object, which is what the bound method would do,
                     # without making one (with one argument, faster still). Cut short the
                     # same way.
                     one = len(args) == 1
-                    rest = iter(methods)
-                    self._rest = rest
+                    rest = self._rest = iter(snapshot.methods)
                     while True:
                         try:
                             for ref, function in rest:
@@ -634,14 +635,11 @@ class PubPen:
                             raise
                         except BaseException as exc:
                             self._report(exc, snapshot.event, MethodType(function, obj))
-                if callbacks is None and methods is None:
-                    subscriptions = snapshot.subscriptions
-                elif self._rest is rest:
-                    continue
+                    if self._rest is rest:
+                        continue
+                    subscriptions = self._left_after_cut(snapshot)
                 else:
-                    # Cut short: the rest is checked one by one.
                     subscriptions = snapshot.subscriptions
-                    subscriptions = subscriptions[len(subscriptions) - self._left :]
                 kwargs = snapshot.kwargs
                 for subscription in (remaining := iter(subscriptions)):
                     if not subscription.active:  # unsubscribed since publish: unsubscribe wins
@@ -679,6 +677,11 @@ class PubPen:
                     self._schedule()
             elif self._drainers:
                 self._settle()
+
+    def _left_after_cut(self, snapshot: _Snapshot) -> tuple[_Subscription, ...]:
+        """The subscriptions that a delivery through a shortcut had not called yet when
+        unsubscribe() cut it short: they are checked one by one."""
+        return snapshot.subscriptions[len(snapshot.subscriptions) - self._left :]
 
     def _requeue_shortcut(
         self, snapshot: _Snapshot, rest: Iterator[Any], args: tuple[Any, ...], items: Iterator[Any]
