@@ -212,6 +212,9 @@ class PubPen:
         # The snapshots that publish() may use at once: the cached ones while a delivery is
         # pending and nothing from other threads waits to go first, otherwise none (_CLOSED),
         # and publish() goes its slower way, which sees to those. One lookup for three checks.
+        # The exception to the rule above: another thread closes it (under the lock, see
+        # _open_fast), and publish() looks in it before it knows its thread (off the loop's
+        # thread, what it finds is not used).
         self._fast: Mapping[str, _Snapshot] = _CLOSED
         # Published but not yet delivered, two items per event: its positional arguments,
         # then its snapshot. An event goes in with one call (list.extend) and comes out with
