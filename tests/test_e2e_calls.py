@@ -351,6 +351,12 @@ def bobs_terminal(people: People) -> Iterator[Terminal]:
     os.close(master)
 
 
+def logged_in_there(records: str, terminal: Terminal) -> tuple[str, str]:
+    """bob's terminal line, and login records (for TALK_UTMP) that have him logged in there."""
+    _master, line = terminal
+    return line, write_utmp(os.path.join(records, "utmp"), utmp_record(BOB, line))
+
+
 def _tty_group() -> int:
     try:
         return grp.getgrnam("tty").gr_gid
@@ -366,9 +372,8 @@ def test_the_notice_reaches_bob_and_nothing_write_prints_reaches_alice(
     records: str,
     bobs_terminal: Terminal,
 ) -> None:
-    _master, line = bobs_terminal
     path = os.path.join(sticky_dir, "pair.sock")
-    utmp = write_utmp(os.path.join(records, "utmp"), utmp_record(BOB, line))
+    line, utmp = logged_in_there(records, bobs_terminal)
     env = env_for(utmp, f"{fake_write(records)}:/usr/bin:/bin")
 
     alice = call(spawn, code_dir, people[ALICE], people[BOB], path, env)
@@ -396,9 +401,8 @@ def test_the_notice_never_names_a_talk_py_the_caller_could_change(
     """alice runs a talk.py of her own (in her home, say): bob is not told to run that file,
     which alice could change under him; and the path he is given is quoted for his shell."""
     own = readable_copy(owner=people[ALICE])
-    _master, line = bobs_terminal
     path = os.path.join(sticky_dir, "our pair; of.sock")
-    utmp = write_utmp(os.path.join(records, "utmp"), utmp_record(BOB, line))
+    line, utmp = logged_in_there(records, bobs_terminal)
     env = env_for(utmp, f"{fake_write(records)}:/usr/bin:/bin")
 
     try:
@@ -432,9 +436,8 @@ def test_a_hanging_write_does_not_outlive_the_call(
     bobs_terminal: Terminal,
     how: str,
 ) -> None:
-    _master, line = bobs_terminal
     path = os.path.join(sticky_dir, "pair.sock")
-    utmp = write_utmp(os.path.join(records, "utmp"), utmp_record(BOB, line))
+    _line, utmp = logged_in_there(records, bobs_terminal)
     bin_dir = fake_write(records)
     with open(os.path.join(bin_dir, "write"), "w") as script:
         script.write(_HANGING_WRITE.format(records=records))
