@@ -8,9 +8,12 @@ First it measures pubmarine.py against the fair floors (``FlatFloorBus``: event 
 queued flat, nothing tracked by the garbage collector per event; ``WeakFloorBus``: the same,
 holding bound methods weakly as pubmarine.py does), at queue depths 10, 1,000 and 100,000 (a
 coroutine publishes that many events, then lets the loop deliver them), with 1 and 10
-subscribers: the median, min and max of the time ratios over ``--fair-rounds`` rounds that pair
-the two (their order alternating) after a warm-up round, beside the goals (1.25x the flat floor
-with functions, 1.35x the weak floor with bound methods).
+subscribers: the median, min and max of the time ratios over ``--fair-rounds`` rounds that
+measure them side by side (their order rotating) after a warm-up round, beside the goals (1.25x
+the flat floor with functions, 1.35x the weak floor with bound methods). With functions it also
+measures ``CheckedFloorBus``, the flat floor plus only the checks that pubmarine.py's promises
+need on every publish and every call (keywords, the thread, an awaitable result): what those
+checks cost over the flat floor, and pubmarine.py's time over that floor's.
 
 Then it measures deliveries per second for a coroutine that publishes ``--events`` events to 1
 and to 10 subscribers and then waits until all of them have been delivered, for:
@@ -47,7 +50,9 @@ import statistics
 import sys
 import time
 import weakref
+from inspect import isawaitable
 from pathlib import Path
+from threading import get_ident
 from types import MethodType, ModuleType
 from typing import Any, Callable
 
@@ -159,6 +164,42 @@ class WeakFloorBus(FlatFloorBus):
                 obj = ref()
                 if obj is not None:
                     function(obj, *args)
+
+
+class CheckedFloorBus(FlatFloorBus):
+    """The flat floor plus the checks that pubmarine.py's promises need on every event and
+    every call, and nothing else, to measure what those promises cost at the least.
+
+    * ``publish()`` takes keywords (0.4.3's API: they go to the callbacks), which makes a new
+      dict per call, and checks that it runs on the loop's thread, as pubmarine.py's must
+      (it may be called from any thread, and only the loop's thread may queue an event at
+      once), the same way: the loop's ``_thread_id`` against ``get_ident()``. This floor
+      refuses keywords and other threads instead of handling them.
+    * Each callback's result is checked for an awaitable, which pubmarine.py runs as a task.
+      This floor refuses one.
+    """
+
+    def publish(self, event: str, *args: Any, **kwargs: Any) -> None:
+        if kwargs or self.loop._thread_id != get_ident():  # type: ignore[attr-defined]
+            raise NotImplementedError("the checked floor takes no keywords and no threads")
+        queue = self.queue
+        queue.append(event)
+        queue.append(args)
+        if not self.pending:
+            self.pending = True
+            self.loop.call_soon(self.deliver)
+
+    def deliver(self) -> None:
+        self.pending = False
+        queue = self.queue
+        subscribers = self.subscribers
+        for _ in range(len(queue) // 2):
+            event = queue.popleft()
+            args = queue.popleft()
+            for callback in subscribers.get(event, ()):
+                result = callback(*args)
+                if result is not None and isawaitable(result):
+                    raise NotImplementedError("the checked floor runs no awaitables")
 
 
 class Impl:
@@ -352,31 +393,46 @@ def seconds_at_depth(
 
 
 def fair_floor_ratios(rounds: int, events: int) -> None:
-    """pubmarine.py's time over the fair floor's, paired round by round (the order alternates,
-    and a warm-up round is not counted): median, min and max of the ratios."""
+    """pubmarine.py's time over the fair floor's, measured side by side round by round (the
+    order rotates, and a warm-up round is not counted): median, min and max of the ratios.
+    With functions, also the checked floor's time over the flat floor's (what the checks
+    that the promises need cost) and pubmarine.py's over the checked floor's."""
     print(
         f"\npubmarine.py time / fair floor time, {events:,} events: median (min-max) of "
-        f"{rounds} paired rounds after a warm-up"
+        f"{rounds} rounds after a warm-up, each measuring them side by side"
     )
-    print(f"{'':<26}" + "".join(f"{f'depth {d:,}':>22}" for d in DEPTHS) + "   goal")
+    print(f"{'':<32}" + "".join(f"{f'depth {d:,}':>22}" for d in DEPTHS) + "   goal")
+    ours = pubmarine.PubPen
     for kind, floor in (("functions", FlatFloorBus), ("bound methods", WeakFloorBus)):
         methods = kind == "bound methods"
+        buses: list[Callable[..., Any]] = [ours, floor]
+        # The rows: a label, and the two buses whose times are divided.
+        rows: list[tuple[str, Callable[..., Any], Callable[..., Any]]] = [("", ours, floor)]
+        if not methods:
+            buses.append(CheckedFloorBus)
+            rows += [("  the checks alone", CheckedFloorBus, floor)]
+            rows += [("  pubmarine / checked floor", ours, CheckedFloorBus)]
         for subs in (1, 10):
-            cells, verdicts = [], []
-            for depth in DEPTHS:
-                ratios = []
+            # ratios[row][depth]: one ratio per round
+            ratios: list[list[list[float]]] = [[[] for _ in DEPTHS] for _ in rows]
+            for d, depth in enumerate(DEPTHS):
                 for r in range(rounds + 1):
-                    pair = [pubmarine.PubPen, floor] if r % 2 else [floor, pubmarine.PubPen]
-                    times = {m: seconds_at_depth(m, methods, subs, depth, events) for m in pair}
+                    order = buses[r % len(buses) :] + buses[: r % len(buses)]
+                    times: dict[Callable[..., Any], float] = {
+                        m: seconds_at_depth(m, methods, subs, depth, events) for m in order
+                    }
                     if r:  # round 0 warms up
-                        ratios.append(times[pubmarine.PubPen] / times[floor])
-                median = statistics.median(ratios)
-                cells.append(f"{median:.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
-                verdicts.append(median <= FAIR_GOALS[kind])
-            state = "met" if all(verdicts) else "MISSED"
-            label = f"{kind}, {subs} sub{'s' if subs > 1 else ''}"
-            print(f"{label:<26}" + "".join(f"{c:>22}" for c in cells), end="")
-            print(f"   <= {FAIR_GOALS[kind]:g}x: {state}")
+                        for row, (_, top, bottom) in zip(ratios, rows):
+                            row[d].append(times[top] / times[bottom])
+            for row, (label, top, bottom) in zip(ratios, rows):
+                label = label or f"{kind}, {subs} sub{'s' if subs > 1 else ''}"
+                cells = [f"{statistics.median(c):.2f} ({min(c):.2f}-{max(c):.2f})" for c in row]
+                print(f"{label:<32}" + "".join(f"{c:>22}" for c in cells), end="")
+                if top is ours and bottom is floor:
+                    met = all(statistics.median(c) <= FAIR_GOALS[kind] for c in row)
+                    print(f"   <= {FAIR_GOALS[kind]:g}x: {'met' if met else 'MISSED'}")
+                else:
+                    print()
 
 
 def unsubscribe_seconds(impl: Impl, count: int) -> float:
