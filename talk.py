@@ -56,9 +56,12 @@ if sys.version_info < (3, 9):  # noqa: UP036
 
 if __name__ == "__main__":
     # Before the imports below take their tens of milliseconds: until talk has handlers of
-    # its own, Ctrl-C ends it at once, quietly and with status 130, as SIGTERM and SIGHUP
-    # do (a KeyboardInterrupt would print a traceback). There is nothing to clean up yet.
-    signal.signal(signal.SIGINT, lambda signum, _frame: sys.exit(128 + signum))
+    # its own, Ctrl-C ends it at once and quietly, as SIGTERM and SIGHUP do: by the signal
+    # itself (status 130 in the shell). There is nothing to clean up yet. Not by raising an
+    # exception from a handler: one raised in a finalizer or a weak reference's callback (the
+    # import system has those) is printed and dropped, and talk would run on as if no Ctrl-C
+    # had come. (Python's own KeyboardInterrupt would also print a traceback.)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     # talk never speaks TLS, and asyncio imports the ssl module (a tenth of talk's start-up)
     # only to offer it: run as a program, talk does without it. Start-up is a budget.
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
@@ -2331,6 +2334,9 @@ def command_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The same as at the top, for a talk started through main() (pubtalk): a Ctrl-C before
+    # talk's own handlers are in place must not be an exception that can be dropped.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     args = parse_args(argv)
     use_locale()
     if args.list:
@@ -2347,7 +2353,7 @@ def main(argv: list[str] | None = None) -> int:
         reason, status = asyncio.run(converse(meeting, crashes))
     except TalkError as e:
         reason, status = str(e), 1
-    except KeyboardInterrupt:  # Ctrl-C before talk's own signal handlers are in place
+    except KeyboardInterrupt:  # Ctrl-C after talk's own handlers, while asyncio cleans up
         reason, status = "interrupted", 128 + signal.SIGINT
     # The terminal is restored by now (the Display has exited).
     for context in crashes:

@@ -474,6 +474,53 @@ def test_a_signal_at_any_moment_of_start_up_ends_talk_cleanly(
         talk.close()
 
 
+# The starter above, with a Ctrl-C that lands while the interpreter runs a garbage collector's
+# callback, once talk.py's imports are under way. A real one may land in any such callback, or
+# a finalizer, or a weak reference's callback (the import system has those): there Python
+# prints what a signal handler raises and drops it.
+_INTERRUPTED_IN_A_CALLBACK = (
+    """\
+import gc
+import os
+import signal
+import sys
+
+fired = []
+
+
+def interrupt(phase, info):
+    if phase == "start" and "asyncio" in sys.modules and not fired:
+        fired.append(True)
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # a handler written in Python would run by now, in here
+            pass
+
+
+gc.callbacks.append(interrupt)
+"""
+    + _MARKS_THE_START
+)
+
+
+def test_a_ctrl_c_that_lands_in_a_callback_whose_errors_are_dropped_still_ends_talk(
+    spawn: Spawner, sock_path: str, tmp_path: Path
+) -> None:
+    starter = tmp_path / "interrupted_in_a_callback.py"
+    starter.write_text(_INTERRUPTED_IN_A_CALLBACK)
+    started = tmp_path / "started"
+    talk = spawn(
+        sock_path,
+        args=[str(starter), str(started), str(REPO_ROOT / "talk.py"), "--socket", sock_path],
+    )
+    status = talk.wait_exit(DEADLINE)
+    assert started.exists()
+    assert status == 128 + signal.SIGINT, f"exit status {status}; {talk.output!r}"
+    assert "Traceback" not in talk.output and "Exception ignored" not in talk.output
+    assert ENTER_ALTERNATE_SCREEN not in talk.raw, "talk went on to draw its screen"
+    assert leftovers(os.path.dirname(sock_path)) == []
+    talk.close()
+
+
 # talk.main() with an attacker who plants a symbolic link at the socket path (argv[1], pointing
 # to argv[2]) right after talk.py first looks at the path, by any means.
 _PLANTS_A_LINK = """\
