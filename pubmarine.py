@@ -228,9 +228,9 @@ class PubPen:
         self._tasks: set[asyncio.Future[Any]] = set()  # asyncio itself keeps tasks only weakly
         # Each waiting drain(): its future, and its task if the bus started that task.
         self._drainers: list[tuple[asyncio.Future[None], asyncio.Future[Any] | None]] = []
-        # While _deliver calls a plain tuple of callbacks: its iterator; and how many were
-        # left when unsubscribe() cut it short.
-        self._rest: Iterator[Callable[..., Any]] | None = None
+        # While _deliver loops over a shortcut (the plain callbacks, or the bound methods'
+        # pairs): its iterator; and how many were left when unsubscribe() cut it short.
+        self._rest: Iterator[Any] | None = None
         self._left = 0
 
         # State shared with other threads: touched only while holding the lock. Reentrant: a
@@ -310,8 +310,8 @@ class PubPen:
         if rest is not None:
             left = length_hint(rest)
             if left:
-                # A callback of a delivery from a plain tuple of callbacks is unsubscribing:
-                # the callbacks left in that tuple may include this one. Empty the loop's
+                # A callback of a delivery through a shortcut loop is unsubscribing: the
+                # callbacks left in that loop may include this one. Empty the loop's
                 # iterator and tell _deliver how many were left: it checks them one by one.
                 deque(rest, maxlen=0)
                 self._rest = None
