@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import stat
+import string
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -86,22 +89,75 @@ def shared_dir(prefix: str, mode: int) -> str:
     return directory
 
 
-def ensure_user(login: str, uid: int | None = None, can_log_in: bool = False) -> pwd.struct_passwd:
-    """The account ``login`` (with ``uid``, if given), created if missing: with no home, no
-    password and no login shell, or, if it ``can_log_in``, with a home and /bin/sh."""
+def _free_mark() -> str:
+    """Three letters and digits that no account name of ours carries yet."""
+    while True:
+        mark = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(3))
+        if not any(entry.pw_name.endswith(f"-{mark}") for entry in pwd.getpwall()):
+            return mark
+
+
+#: This run's mark on the accounts it makes (``alice-k3z``): two runs of the suite side by side
+#: never share an account, so neither changes what the other sees (its mesg, its logins), and
+#: each removes its own when it ends. Names stay within the 11 characters that talk(1) and its
+#: daemon keep of a login.
+RUN_MARK = _free_mark()
+#: The accounts this run made, removed when it ends (conftest.py).
+MADE: list[str] = []
+#: How long to keep trying when another run's useradd holds the account files' lock.
+LOCKED_FOR = 30.0
+
+
+def account(role: str) -> str:
+    """The login this run gives ``role`` (``alice``): ``alice-k3z``."""
+    return f"{role}-{RUN_MARK}"
+
+
+def ensure_user(login: str, uid: int | None = None) -> pwd.struct_passwd:
+    """The account ``login`` (with ``uid``, if given), made if missing, as people have one:
+    a home and a login shell (/bin/sh). Made accounts are removed when the run ends."""
     try:
         return pwd.getpwnam(login)
     except KeyError:
         pass
     chosen = [] if uid is None else ["-u", str(uid)]
-    kind = ["--create-home", "--shell", "/bin/sh"] if can_log_in else [
-        "--no-create-home", "--shell", "/usr/sbin/nologin"
-    ]  # fmt: skip
-    subprocess.run(["useradd", *kind, *chosen, login], check=False, capture_output=True)
+    made = _account_files(["useradd", "--create-home", "--shell", "/bin/sh", *chosen, login])
+    if made.returncode == 0:
+        MADE.append(login)
     try:
         return pwd.getpwnam(login)
     except KeyError:
-        pytest.skip(f"could not create the user {login} with useradd")
+        pytest.skip(f"could not create the user {login} with useradd: {made.stderr.strip()}")
+
+
+#: What useradd and userdel exit with when another one holds the lock on the account files
+#: ("cannot lock /etc/passwd; try again later"): 1 for passwd, 10 for group.
+LOCKED = (1, 10)
+
+
+def _account_files(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run useradd or userdel; while another run's holds the lock, again, for a while."""
+    deadline = time.monotonic() + LOCKED_FOR
+    while True:
+        done = subprocess.run(command, check=False, capture_output=True, text=True)
+        if done.returncode not in LOCKED or time.monotonic() > deadline:
+            return done
+        time.sleep(0.1)  # a poll interval while the other one finishes
+
+
+def free_uid(low: int) -> int:
+    """A uid from ``low`` on that no account has (for an account that needs a large one)."""
+    taken = {entry.pw_uid for entry in pwd.getpwall()}
+    uid = low + secrets.randbelow(1_000_000)
+    while uid in taken:
+        uid += 1
+    return uid
+
+
+def remove_made_users() -> None:
+    """Remove the accounts this run made, with their homes (``userdel -f -r``)."""
+    while MADE:
+        _account_files(["userdel", "-f", "-r", MADE.pop()])
 
 
 def as_user(user: pwd.struct_passwd | int, program: str, *args: str) -> list[str]:

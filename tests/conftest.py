@@ -8,8 +8,14 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from as_user import readable_copy, shared_dir
+from as_user import readable_copy, remove_made_users, shared_dir
 from terminal import NO_TALK_DAEMON, Peers, ScreenTalk, Spawner, socket_dir
+from world import World, world
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The accounts this run made go with it (as_user.ensure_user)."""
+    remove_made_users()
 
 
 @pytest.fixture(autouse=True)
@@ -71,3 +77,10 @@ def sticky_dir() -> Iterator[str]:
     directory = shared_dir("talk-pub-", 0o1777)
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def test_world() -> Iterator[World]:
+    """Namespaces of the test's own, for its daemons and logins (world.py); needs root."""
+    with world() as made:
+        yield made

@@ -1,9 +1,10 @@
 """A real OpenSSH server on localhost, and real users with keys, for the end-to-end tests of
 talk.py across machines. Not a test file.
 
-``sshd`` is Debian's, started by the test as root on a free port of 127.0.0.1 with a host key
-of its own; it looks up the users' keys in a directory of root's (AuthorizedKeysFile), so no
-home is changed for that. Each user's own ssh client reads their own ``~/.ssh/config`` (the
+``sshd`` is Debian's, started by the test as root in the test's own world (world.py), on port
+22 of the world's own 127.0.0.1, with a host key of its own; it looks up the users' keys in a
+directory of root's in the world's /run (AuthorizedKeysFile), so no home is changed for that.
+Each user's own ssh client reads their own ``~/.ssh/config`` (the
 port, their key, a known_hosts file with the test server's key), as a user's ssh does:
 nothing talk does is told about the test.
 """
@@ -16,12 +17,12 @@ import pwd
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
 from terminal import DEADLINE
+from world import World
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
@@ -49,7 +50,19 @@ Host localhost
     UserKnownHostsFile ~/.ssh/talk-test-known-hosts
     StrictHostKeyChecking yes
     BatchMode yes
+# The same server as a host ssh has not met: it adds the key, and says so.
+Host fresh
+    HostName localhost
+    Port {port}
+    IdentityFile ~/.ssh/talk-test-key
+    UserKnownHostsFile ~/.ssh/talk-test-fresh-hosts
+    StrictHostKeyChecking accept-new
+    BatchMode yes
 """
+
+
+#: What allow() writes into a user's ~/.ssh.
+TEST_FILES = ("config", "talk-test-known-hosts", "talk-test-key", "talk-test-key.pub")
 
 
 class SshServer:
@@ -57,7 +70,7 @@ class SshServer:
     configuration that reaches it as ``ssh localhost``."""
 
     def __init__(self, directory: str, port: int) -> None:
-        self.directory = directory
+        self.directory = directory  # the world's /run/talk-sshd, as the suite reaches it
         self.port = port
         self.configured: list[str] = []  # the ~/.ssh directories written into
 
@@ -74,14 +87,16 @@ class SshServer:
         shutil.copy(key + ".pub", os.path.join(self.directory, "keys", user.pw_name))
         with open(os.path.join(self.directory, "host_key.pub")) as host:
             host_key = " ".join(host.read().split()[:2])
+        known_as = "localhost" if self.port == 22 else f"[localhost]:{self.port}"
         files = {
-            "talk-test-known-hosts": f"[localhost]:{self.port} {host_key}\n",
+            # ssh writes the usual port's hosts without it.
+            "talk-test-known-hosts": f"{known_as} {host_key}\n",
             "config": _CLIENT_CONFIG.format(port=self.port),
         }
         for name, text in files.items():
             with open(os.path.join(dot_ssh, name), "w") as file:
                 file.write(text)
-        for name in (*files, "talk-test-key", "talk-test-key.pub"):
+        for name in TEST_FILES:
             os.chown(os.path.join(dot_ssh, name), user.pw_uid, user.pw_gid)
             os.chmod(os.path.join(dot_ssh, name), 0o600)
         self.configured.append(dot_ssh)
@@ -89,7 +104,7 @@ class SshServer:
     def forget(self) -> None:
         """Take the test's files out of the users' ~/.ssh again."""
         for dot_ssh in self.configured:
-            for name in ("config", "talk-test-known-hosts", "talk-test-key", "talk-test-key.pub"):
+            for name in (*TEST_FILES, "talk-test-fresh-hosts"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(dot_ssh, name))
 
@@ -101,19 +116,25 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _answers(port: int) -> bool:
+def _answers(world: World, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        with world.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            sock.connect(("127.0.0.1", port))
             return sock.recv(4).startswith(b"SSH-")
     except OSError:
         return False
 
 
+#: Where sshd finds its files in the world: its /run is the world's own.
+INSIDE = "/run/talk-sshd"
+#: The world's network is the test's own: sshd takes the usual port.
+PORT = 22
+
+
 @contextlib.contextmanager
-def ssh_server() -> Iterator[SshServer]:
-    """A running sshd for the tests (needs root and Debian's openssh-server)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run sshd and give users keys")
+def ssh_server(world: World) -> Iterator[SshServer]:
+    """A running sshd in ``world`` (needs Debian's openssh-server)."""
     missing = [path for path in (SSHD, SSH_KEYGEN, SSH) if not os.path.exists(path)]
     if missing:
         pytest.skip(
@@ -122,24 +143,24 @@ def ssh_server() -> Iterator[SshServer]:
         )
     # Not under /tmp: sshd (StrictModes) takes no keys from below a directory others may
     # write to.
-    directory = tempfile.mkdtemp(prefix="talk-sshd-", dir="/run")
-    os.chmod(directory, 0o755)
+    directory = world.path(INSIDE)
+    os.mkdir(directory, 0o755)
     os.mkdir(os.path.join(directory, "keys"), 0o755)
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # its privilege separation directory
     subprocess.run(
         [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", f"{directory}/host_key"], check=True
     )
-    port = free_port()
     config = os.path.join(directory, "sshd_config")
     with open(config, "w") as file:
-        file.write(_SSHD_CONFIG.format(port=port, directory=directory))
+        file.write(_SSHD_CONFIG.format(port=PORT, directory=INSIDE))
     sshd = subprocess.Popen(
-        [SSHD, "-D", "-e", "-f", config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [*world.enter(), SSHD, "-D", "-e", "-f", f"{INSIDE}/sshd_config"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
-    server = SshServer(directory, port)
+    server = SshServer(directory, PORT)
     try:
         deadline = time.monotonic() + DEADLINE
-        while not _answers(port):
+        while not _answers(world, PORT):
             if sshd.poll() is not None or time.monotonic() > deadline:
                 errors = sshd.stderr.read().decode() if sshd.stderr else ""
                 pytest.fail(f"sshd did not start: {errors}")
@@ -151,4 +172,3 @@ def ssh_server() -> Iterator[SshServer]:
         sshd.wait()
         if sshd.stderr is not None:
             sshd.stderr.close()
-        shutil.rmtree(directory, ignore_errors=True)

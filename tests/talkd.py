@@ -4,15 +4,15 @@ tests of talk.py's talkd route. Not a test file.
 Nothing here makes the machine kinder than a stock Debian box: talkd runs under
 openbsd-inetd as ``nobody.tty`` (as the talkd package configures it), logins are made by
 ``login -f`` (which writes the login record, as any login does), terminals are opened with
-``mesg y`` by their owner, and write(1) is whatever the system installed. The one thing
-done as a boot would do it: where no ``/run/utmp`` exists (a container that never booted),
-it is created empty, root:utmp 0664, as systemd-tmpfiles creates it at every boot.
+``mesg y`` by their owner, and write(1) is whatever the system installed. All of it happens
+in the test's own world (world.py): its inetd and talkd on its own 127.0.0.1, its own login
+records (empty at first, root:utmp 0664, as systemd-tmpfiles makes them at every boot), never
+the machine's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
 import re
 import shutil
@@ -24,18 +24,19 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from as_user import account
 from terminal import DEADLINE, ScreenTalk, Spawner, Talk, child_env
+from world import World
 
 INETD = "/usr/sbin/inetd"
 NTALKD = "/usr/sbin/in.ntalkd"
 BSD_TALK = "/usr/bin/talk"
-UTMP = "/run/utmp"
 DAEMON = ("127.0.0.1", 518)
 #: The line inetd.conf gets for talkd, as the talkd package writes it, but only on loopback.
 INETD_LINE = "127.0.0.1:ntalk dgram udp wait nobody.tty /usr/sbin/in.ntalkd in.ntalkd\n"
 
 #: The logins of the talkd tests: real accounts with a shell and a home, as people have.
-ALICE, BOB, MALLORY, CAROL = "tk-alice", "tk-bob", "tk-mallory", "tk-carol"
+ALICE, BOB, MALLORY, CAROL = (account(role) for role in ("alice", "bob", "mallory", "carol"))
 
 #: The tests' own copy of talkd's message layout (protocols/talkd.h), to ask the daemon
 #: what it holds, as talk(1) would.
@@ -51,10 +52,11 @@ def _sockaddr(address: tuple[str, int]) -> bytes:
     return struct.pack("!HH4s8x", socket.AF_INET, address[1], socket.inet_aton(address[0]))
 
 
-def look_up(caller: str, callee: str, timeout: float = 1.0) -> tuple[int, int] | None:
-    """Ask the talk daemon, as ``callee`` running ``talk caller`` would, whether ``caller``
-    left an invitation: (answer, port of the invitation), or None if no daemon answers."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+def look_up(world: World, caller: str, callee: str, timeout: float = 1.0) -> tuple[int, int] | None:
+    """Ask the world's talk daemon, as ``callee`` running ``talk caller`` would, whether
+    ``caller`` left an invitation: (answer, port of the invitation), or None if no daemon
+    answers."""
+    with world.socket() as sock:
         sock.settimeout(timeout)
         sock.connect(DAEMON)
         me = _sockaddr(sock.getsockname())
@@ -72,14 +74,9 @@ def look_up(caller: str, callee: str, timeout: float = 1.0) -> tuple[int, int] |
 
 
 @contextlib.contextmanager
-def talk_daemon() -> Iterator[None]:
-    """A talk daemon on 127.0.0.1:518: the machine's own if it runs one, else inetd started
-    here with talkd's line (needs root and the Debian packages talkd and openbsd-inetd)."""
-    if look_up("nobody-at-all", "nobody-else") is not None:
-        yield
-        return
-    if os.geteuid() != 0:
-        pytest.skip("no talk daemon runs here, and starting one under inetd needs root")
+def talk_daemon(world: World) -> Iterator[None]:
+    """Debian's in.ntalkd under openbsd-inetd, with talkd's line, on the world's 127.0.0.1:518
+    (needs the Debian packages talkd and openbsd-inetd)."""
     missing = [path for path in (INETD, NTALKD) if not os.path.exists(path)]
     if missing:
         pytest.skip(
@@ -90,12 +87,10 @@ def talk_daemon() -> Iterator[None]:
     conf = os.path.join(directory, "inetd.conf")
     with open(conf, "w") as file:
         file.write(INETD_LINE)
-    inetd = subprocess.Popen(
-        [INETD, "-i", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    inetd = world.start([INETD, "-i", conf])
     try:
         deadline = time.monotonic() + DEADLINE
-        while look_up("nobody-at-all", "nobody-else", 0.2) is None:
+        while look_up(world, "nobody-at-all", "nobody-else", 0.2) is None:
             if inetd.poll() is not None or time.monotonic() > deadline:
                 pytest.skip("inetd could not start talkd on 127.0.0.1:518")
         yield
@@ -103,16 +98,6 @@ def talk_daemon() -> Iterator[None]:
         inetd.terminate()
         inetd.wait()
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def ensure_utmp() -> None:
-    """The login records file, as a boot leaves it (see the module's docstring)."""
-    if os.path.exists(UTMP):
-        return
-    fd = os.open(UTMP, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664)
-    os.close(fd)
-    with contextlib.suppress(KeyError):
-        os.chown(UTMP, 0, grp.getgrnam("utmp").gr_gid)
 
 
 #: The prompt the tests' login shells are given, to tell when a command has finished.
@@ -137,8 +122,10 @@ class Login(ScreenTalk):
 
 def log_in(spawn: Spawner, login: str, *, mesg: bool = True) -> Talk:
     """A real login of ``login`` on a new terminal (``login -f``, so it has a login record),
-    at a shell prompt, with messages allowed (``mesg y``) unless ``mesg`` is False."""
-    shell = Login("", args=["-c", _EXEC, "login", "-f", login], env=child_env())
+    at a shell prompt, with messages allowed (``mesg y``) unless ``mesg`` is False; in the
+    world that ``spawn`` starts programs in."""
+    args = ["-c", _EXEC, "login", "-f", login]
+    shell = Login("", args=args, env=child_env(), enter=spawn.enter)
     spawn.started.append(shell)  # closed (logged out) with the test's other programs
     shell.type(f"PS1='{PROMPT}'; mesg {'y' if mesg else 'n'}\r")
     at_prompt(shell)

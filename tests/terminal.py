@@ -276,10 +276,13 @@ class Talk:
         program: str | os.PathLike[str] = TALK_PY,
         args: Iterable[str] | None = None,
         cwd: str | os.PathLike[str] = REPO_ROOT,
+        enter: Callable[[str], list[str]] | None = None,
     ) -> None:
         if args is None:
             args = [str(program), "--socket", os.fspath(socket_path), *extra]
-        self.args = [sys.executable, *args]
+        # ``enter(cwd)``: a command prefix that runs it somewhere else (world.World.enter).
+        prefix = [] if enter is None else enter(os.fspath(cwd))
+        self.args = [*prefix, sys.executable, *args]
         self.screen = _Screen(cols, rows)
         self.stream = _ByteStream(self.screen)
         self.raw = bytearray()  # everything the program wrote, in order
@@ -639,8 +642,11 @@ class Spawner:
     def __init__(self, kind: type[Talk] = Talk) -> None:
         self.kind = kind
         self.started: list[Talk] = []
+        #: Where it starts them, if not here: a ``world.World``'s ``enter``.
+        self.enter: Callable[[str], list[str]] | None = None
 
     def __call__(self, socket_path: str, *extra: str, **kwargs: Any) -> Talk:
+        kwargs.setdefault("enter", self.enter)
         talk = self.kind(socket_path, *extra, **kwargs)
         self.started.append(talk)
         return talk

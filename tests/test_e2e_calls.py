@@ -26,7 +26,15 @@ from collections.abc import Callable, Iterator
 from typing import TypedDict
 
 import pytest
-from as_user import ensure_user, python_for_others, readable_copy, shared_dir, spawn_as
+from as_user import (
+    account,
+    ensure_user,
+    free_uid,
+    python_for_others,
+    readable_copy,
+    shared_dir,
+    spawn_as,
+)
 from login_records import utmp_record, write_utmp
 from terminal import (
     DEADLINE,
@@ -41,7 +49,7 @@ from terminal import (
     wait_until,
 )
 
-ALICE, BOB, MALLORY = "talk-alice", "talk-bob", "talk-mallory"
+ALICE, BOB, MALLORY = (account(role) for role in ("alice", "bob", "mallory"))
 
 
 People = dict[str, pwd.struct_passwd]  # the people fixture: login -> account
@@ -55,7 +63,7 @@ Terminal = tuple[int, str]  # the bobs_terminal fixture: a pty's master fd and i
 
 @pytest.fixture
 def people() -> People:
-    """alice, bob and mallory: real accounts, made if missing."""
+    """alice, bob and mallory: real accounts of this run's, made if missing."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create users and run talk.py as them")
     return {name: ensure_user(name) for name in (ALICE, BOB, MALLORY)}
@@ -552,22 +560,21 @@ def test_list_shows_who_is_waiting_and_how_to_answer(
 
 # -- identity for every uid -----------------------------------------------------------------------
 
-WIDE = "talk-wide"  # an account whose uid does not fit in a signed 32-bit int
-WIDE_UID = 3_000_000_000
+WIDE = account("wide")  # an account whose uid does not fit in a signed 32-bit int
 
 
 @pytest.fixture
 def wide() -> pwd.struct_passwd:
-    """The account talk-wide, uid 3000000000, made if missing."""
+    """The account wide, with a free uid from 3000000000 on, made if missing."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create users and run talk.py as them")
-    return ensure_user(WIDE, WIDE_UID)
+    return ensure_user(WIDE, free_uid(3_000_000_000))
 
 
 def test_a_uid_above_two_billion_is_named_and_let_in_like_any_other(
     spawn: Spawner, code_dir: str, sticky_dir: str, people: People, wide: pwd.struct_passwd
 ) -> None:
-    assert wide.pw_uid == WIDE_UID
+    assert wide.pw_uid >= 3_000_000_000 > 2**31
     env = env_for("/nonexistent")
     # The shared socket names them rightly ...
     shared = os.path.join(sticky_dir, "talk.sock")

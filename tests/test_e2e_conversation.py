@@ -289,10 +289,11 @@ def test_at_narrow_widths_the_status_line_keeps_who(
 ) -> None:
     talk, _other = connected(spawn, peer, sock_path, rows=12, cols=cols)
     who = talking_to(os.getpid())
-    # The whole of it if it fits, and no half of a hint after it; else without the pid, then
-    # the login name alone, which is never cut (as long as it fits at all).
+    # The whole of it if it fits (the status line has every column), and no half of a hint
+    # after it; else without the pid, then the login name alone, which is never cut (as long
+    # as it fits at all).
     talk.wait_until(lambda t: drawn(t), what="the whole screen")
-    fitting = [s for s in (who, f"Talking to {LOGIN}", LOGIN) if len(s) <= cols - 1]
+    fitting = [s for s in (who, f"Talking to {LOGIN}", LOGIN) if len(s) <= cols]
     assert fitting, f"login {LOGIN!r} is too long for this test at {cols} columns"
     assert talk.row(0) == fitting[0], talk.row(0)
 

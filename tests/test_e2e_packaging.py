@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from as_user import ensure_user, python_for_others, shared_dir, spawn_as
+from as_user import account, ensure_user, python_for_others, shared_dir, spawn_as
 from terminal import (
     NOBODY,
     REPO_ROOT,
@@ -157,7 +157,7 @@ def test_installed_script_talks_beside_pubmarine_043(
 
 # -- installing as people do ----------------------------------------------------------------------
 
-PACKAGER = "talk-packager"  # an ordinary user who installs the package for themselves
+PACKAGER = account("packager")  # an ordinary user who installs the package for themselves
 JUNK = shutil.ignore_patterns(
     ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
 )

@@ -13,28 +13,45 @@ from __future__ import annotations
 import os
 import pwd
 import shlex
+import signal
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 from as_user import ensure_user, python_for_others, shared_dir
 from sshd import SshServer, free_port, ssh_server
-from talkd import ALICE, BOB, after_exit, ensure_utmp, exit_status, log_in, then_status
-from terminal import DEADLINE, NO_TALK_DAEMON, REPO_ROOT, Spawner, Talk, child_env
+from talkd import ALICE, BOB, after_exit, exit_status, log_in, then_status
+from terminal import (
+    DEADLINE,
+    ENTER_ALTERNATE_SCREEN,
+    NO_TALK_DAEMON,
+    REPO_ROOT,
+    Spawner,
+    Talk,
+    child_env,
+    wait_until,
+)
+from world import World
 
 People = dict[str, pwd.struct_passwd]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SshServer]:
-    with ssh_server() as running:
+@pytest.fixture
+def server(test_world: World) -> Iterator[SshServer]:
+    with ssh_server(test_world) as running:
         yield running
 
 
 @pytest.fixture
+def spawn_screen(spawn_screen: Spawner, test_world: World) -> Spawner:
+    """Every program the test starts (logins, talk.py) runs in the test's world."""
+    spawn_screen.enter = test_world.enter
+    return spawn_screen
+
+
+@pytest.fixture
 def people(server: SshServer) -> People:
-    ensure_utmp()
-    accounts = {name: ensure_user(name, can_log_in=True) for name in (ALICE, BOB)}
+    accounts = {name: ensure_user(name) for name in (ALICE, BOB)}
     server.allow(accounts[ALICE])
     return accounts
 
@@ -44,7 +61,6 @@ def meeting_dir() -> Iterator[str]:
     """A sticky directory like /var/tmp, for the far end's sockets."""
     directory = shared_dir("talk-far-", 0o1777)
     yield directory
-    subprocess.run(["pkill", "-u", ALICE, "-x", "ssh"], check=False)
     subprocess.run(["rm", "-rf", directory], check=False)
 
 
@@ -98,20 +114,21 @@ def test_talk_missing_at_the_far_end_is_one_line(
     ), after_exit(alice)
 
 
-def test_ssh_that_cannot_connect_is_one_line_with_its_own_words(
+def test_ssh_that_cannot_connect_says_why_then_talk_says_one_line(
     spawn: Spawner, code_dir: str
 ) -> None:
-    """No server needed: ssh to a port where nothing listens."""
+    """No server needed: ssh to a port where nothing listens. ssh's own words come as ssh
+    says them, and talk does not repeat them."""
     if not os.path.exists("/usr/bin/ssh"):
         pytest.skip("the ssh client is not installed (Debian: openssh-client)")
     port = free_port()
     env = child_env(TALK_SSH=f"ssh -o BatchMode=yes -p {port}")
     talk = spawn("", args=[f"{code_dir}/talk.py", "bob@127.0.0.1"], env=env, cwd=code_dir)
     assert talk.wait_exit() == 1
-    assert talk.after_exit.strip().splitlines()[-1] == (
-        f"talk: ssh could not reach 127.0.0.1: ssh: connect to host 127.0.0.1 port {port}: "
-        "Connection refused"
-    ), talk.after_exit
+    assert talk.after_exit.strip().splitlines()[-2:] == [
+        f"ssh: connect to host 127.0.0.1 port {port}: Connection refused",
+        "talk: ssh could not reach 127.0.0.1",
+    ], talk.after_exit
 
 
 def test_a_forwarded_socket_names_the_tunnel_on_both_ends(
@@ -126,7 +143,7 @@ def test_a_forwarded_socket_names_the_tunnel_on_both_ends(
     alice.type(f"rm -f {near}\r")
     forward(alice, near, far)
     alice.type(talk_py(code_dir, "--socket", near) + "\r")
-    # alice's peer is her own ssh: never "Talking to tk-alice".
+    # alice's peer is her own ssh: never "Talking to" her.
     alice.resize(24, 120)
     status(alice, "Talking through your ssh tunnel (pid ")
     assert "who is at the far end is not known here" in alice.row(0)
@@ -216,3 +233,46 @@ def test_a_talk_too_old_at_the_far_end_is_one_line(
         f"talk: the talk on localhost (python3 {old_talk}/talk.py) is too old to take a call "
         "from another machine; TALK_REMOTE names another command there"
     ], after_exit(alice)
+
+
+def test_ssh_says_what_it_says_when_it_says_it(
+    spawn_screen: Spawner, code_dir: str, people: People, meeting_dir: str
+) -> None:
+    """A host that alice's ssh has not met: ssh adds its key and says so before the call
+    starts, as a plain ssh does, not once the call is over."""
+    pair = os.path.join(meeting_dir, "pair.sock")
+    alice = log_in(spawn_screen, ALICE)
+    alice.type(talk_py(code_dir, f"{BOB}@fresh", "--socket", pair) + "\r")
+    status(alice, f"Waiting for {BOB}")
+    said = bytes(alice.raw)
+    warning = said.find(b"Permanently added")
+    assert 0 <= warning < said.rfind(ENTER_ALTERNATE_SCREEN), said.decode(errors="replace")
+
+
+def test_ctrl_c_at_sshs_question_ends_talk_as_the_signal_does(
+    spawn_screen: Spawner, code_dir: str, people: People
+) -> None:
+    """ssh asks about a host it does not know (alice's ssh has no configuration for this
+    name); her Ctrl-C there ends ssh, and so talk, as an interrupt: 128 + 2, one line."""
+    alice = log_in(spawn_screen, ALICE)
+    alice.type(talk_py(code_dir, f"{BOB}@127.0.0.1") + "\r")
+    alice.wait_until(lambda t: "continue connecting" in t.text(), DEADLINE, "ssh's question")
+    alice.type("\x03")
+    assert exit_status(alice) == 128 + signal.SIGINT
+    # on a line of its own, not after ssh's question and the ^C
+    said = after_exit(alice)
+    assert "^C\ntalk: interrupted\nprogram exited with 130\n" in said, said
+
+
+@pytest.mark.parametrize("name", ["-dash.sock", "-odd 'name\" $HOME\nend.sock"])
+def test_any_socket_path_reaches_the_far_talk_as_one_path(
+    spawn_screen: Spawner, code_dir: str, people: People, name: str
+) -> None:
+    """A path that starts with a dash (given as --socket=PATH), with spaces, quotes, a
+    dollar and a newline: the far talk waits at exactly that path (relative: in alice's
+    home there)."""
+    alice = log_in(spawn_screen, ALICE)
+    alice.type(talk_py(code_dir, f"{BOB}@localhost", f"--socket={name}") + "\r")
+    status(alice, f"Waiting for {BOB}")
+    far = os.path.join(people[ALICE].pw_dir, name)
+    wait_until(lambda: os.path.exists(far), DEADLINE, "the far talk's socket at that path")

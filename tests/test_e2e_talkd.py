@@ -4,8 +4,9 @@ real logins and write(1) as Debian ships it (not setgid tty).
 alice, bob, carol and mallory are real accounts with a shell; alice and bob log in with
 ``login -f`` on terminals of their own (so the login records are written by a login), and
 run talk.py or BSD talk (``talk``) at their shell prompt, as people do. The talk daemon is the
-machine's own, or Debian's in.ntalkd started by openbsd-inetd (see talkd.py). Everything here
-needs root (to make the accounts and logins) and those packages, and skips saying so otherwise.
+test's own: Debian's in.ntalkd started by openbsd-inetd in a world of the test's own (see
+talkd.py and world.py). Everything here needs root (to make the accounts, the namespaces and
+the logins) and those packages, and skips saying so otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import shlex
 import shutil
 import signal
 import stat
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -28,31 +28,35 @@ from talkd import (
     CAROL,
     MALLORY,
     SUCCESS,
-    ensure_utmp,
     exit_status,
     log_in,
     look_up,
     talk_daemon,
     then_status,
 )
-from terminal import DEADLINE, NO_TALK_DAEMON, Spawner, Talk, wait_until
+from terminal import DEADLINE, NO_TALK_DAEMON, Spawner, Talk, child_env, wait_until
+from world import World
 
 People = dict[str, pwd.struct_passwd]
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[None]:
-    """A talk daemon on 127.0.0.1:518 for the whole module."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to make logins (login -f) and accounts")
-    with talk_daemon():
-        yield
+@pytest.fixture
+def daemon(test_world: World) -> Iterator[World]:
+    """The test's world, with a talk daemon on its 127.0.0.1:518."""
+    with talk_daemon(test_world):
+        yield test_world
 
 
 @pytest.fixture
-def people(daemon: None) -> People:
-    ensure_utmp()
-    return {name: ensure_user(name, can_log_in=True) for name in (ALICE, BOB, CAROL, MALLORY)}
+def spawn_screen(spawn_screen: Spawner, test_world: World) -> Spawner:
+    """Every program the test starts (logins, talk.py) runs in the test's world."""
+    spawn_screen.enter = test_world.enter
+    return spawn_screen
+
+
+@pytest.fixture
+def people(daemon: World) -> People:
+    return {name: ensure_user(name) for name in (ALICE, BOB, CAROL, MALLORY)}
 
 
 @pytest.fixture
@@ -85,9 +89,9 @@ def message_rows(talk: Talk) -> list[str]:
     return [row for row in talk.display[2:-2] if row]
 
 
-def invitation_of(caller: str, callee: str) -> int | None:
+def invitation_of(world: World, caller: str, callee: str) -> int | None:
     """The answer the talk daemon gives ``callee`` looking for ``caller``'s invitation."""
-    found = look_up(caller, callee)
+    found = look_up(world, caller, callee)
     return None if found is None else found[0]
 
 
@@ -101,13 +105,13 @@ def alice_calls_bob(spawn: Spawner, code_dir: str, meeting: str) -> tuple[Talk, 
 
 
 def test_talk_py_calls_and_bob_answers_with_bsd_talk(
-    spawn_screen: Spawner, code_dir: str, people: People, bsd_talk: str, meeting: str
+    spawn_screen: Spawner, code_dir: str, people: People, daemon: World, bsd_talk: str, meeting: str
 ) -> None:
     alice, bob = alice_calls_bob(spawn_screen, code_dir, meeting)
     bob.wait_until(lambda t: "Message from Talk_Daemon@" in t.text(), DEADLINE, "talkd's notice")
     assert f"talk: connection requested by {ALICE}@" in bob.text()
     assert f"respond with:  talk {ALICE}@" in bob.text()
-    assert invitation_of(ALICE, BOB) == SUCCESS  # what bob's talk will find
+    assert invitation_of(daemon, ALICE, BOB) == SUCCESS  # what bob's talk will find
     alice.type("typed while waiting\r")
 
     bob.type(f"talk {ALICE}\r")
@@ -130,7 +134,7 @@ def test_talk_py_calls_and_bob_answers_with_bsd_talk(
         "<you> hi alice",
     ], alice.text()
     # The call was answered: nobody else may answer the invitation any more.
-    assert invitation_of(ALICE, BOB) != SUCCESS
+    assert invitation_of(daemon, ALICE, BOB) != SUCCESS
 
     bob.type("\x03")  # Ctrl-C ends BSD talk
     status(alice, f"{BOB} (via talkd) left")
@@ -185,19 +189,14 @@ sys.stdout.write(repr(got))
 
 
 def test_mallory_at_alices_port_is_turned_away_and_bob_still_answers(
-    spawn_screen: Spawner, code_dir: str, people: People, bsd_talk: str, meeting: str
+    spawn_screen: Spawner, code_dir: str, people: People, daemon: World, bsd_talk: str, meeting: str
 ) -> None:
     alice, bob = alice_calls_bob(spawn_screen, code_dir, meeting)
-    mallory = subprocess.run(
-        [python_for_others(), *as_user(people[MALLORY], "-c", _MALLORY_CALLS, BOB, ALICE)],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        cwd="/",
+    mallory = daemon.run(
+        [python_for_others(), *as_user(people[MALLORY], "-c", _MALLORY_CALLS, BOB, ALICE)]
     )
-    assert mallory.stdout == repr(
-        b"\x7f\x15\x17talk: private: this conversation is between tk-alice and tk-bob\n"
-    ), mallory.stderr
+    refusal = f"talk: private: this conversation is between {ALICE} and {BOB}\n"
+    assert mallory.stdout == repr(b"\x7f\x15\x17" + refusal.encode()), mallory.stderr
     status(alice, f"Turned away {MALLORY} (via talkd); still waiting for {BOB}")
     assert "I am bob" not in alice.text()
     bob.type(f"talk {ALICE}\r")
@@ -205,37 +204,35 @@ def test_mallory_at_alices_port_is_turned_away_and_bob_still_answers(
 
 
 def test_bob_answers_with_talk_py_after_talkds_notice(
-    spawn_screen: Spawner, code_dir: str, people: People, meeting: str
+    spawn_screen: Spawner, code_dir: str, people: People, daemon: World, meeting: str
 ) -> None:
     alice, bob = alice_calls_bob(spawn_screen, code_dir, meeting)
     bob.wait_until(lambda t: "Message from Talk_Daemon@" in t.text(), DEADLINE, "talkd's notice")
     run_talk_py(bob, code_dir, meeting, ALICE)
     status(bob, f"Talking to {ALICE} (pid ")  # on the UNIX meeting path: the pid is known
     status(alice, f"Talking to {BOB} (pid ")
-    wait_until(lambda: invitation_of(ALICE, BOB) != SUCCESS, DEADLINE, "the invitation to go")
+    wait_until(
+        lambda: invitation_of(daemon, ALICE, BOB) != SUCCESS, DEADLINE, "the invitation to go"
+    )
     bob.type("hello\r")
     alice.wait_until(lambda t: "<you> hello" in message_rows(t), DEADLINE, "bob's line")
 
 
 @pytest.mark.parametrize("how", ["dot", "ctrl-c", "sigterm"])
 def test_the_invitation_is_withdrawn_however_talk_ends(
-    spawn_screen: Spawner, code_dir: str, people: People, how: str, meeting: str
+    spawn_screen: Spawner, code_dir: str, people: People, daemon: World, how: str, meeting: str
 ) -> None:
     alice, _bob = alice_calls_bob(spawn_screen, code_dir, meeting)
-    assert invitation_of(ALICE, BOB) == SUCCESS
+    assert invitation_of(daemon, ALICE, BOB) == SUCCESS
     if how == "dot":
         alice.type(".\r")
     elif how == "ctrl-c":
         alice.type("\x03")
     else:
-        talk_pid = int(
-            subprocess.run(
-                ["pgrep", "-u", ALICE, "-f", "talk.py"], capture_output=True, text=True
-            ).stdout.split()[0]
-        )
+        (talk_pid,) = daemon.pids(people[ALICE].pw_uid, "talk.py")
         os.kill(talk_pid, signal.SIGTERM)
     exit_status(alice)
-    assert invitation_of(ALICE, BOB) != SUCCESS, "the invitation outlived talk"
+    assert invitation_of(daemon, ALICE, BOB) != SUCCESS, "the invitation outlived talk"
 
 
 @pytest.mark.parametrize("case", ["not logged in", "refusing messages"])
@@ -300,3 +297,99 @@ def test_root_reaches_bob_through_debians_write(
     assert f"Answer with: python3 {code_dir}/talk.py root --socket {sock_path}" in "".join(
         bob.display
     )
+
+
+#: A little of talkd's wire for mallory's scripts: a request, as talk(1) makes one.
+_TALKD = """
+import os, socket, struct, sys
+def addr(host, port):
+    return struct.pack("!HH4s8x", socket.AF_INET, port, socket.inet_aton(host))
+def ask(kind, me, other, at=("0.0.0.0", 0)):
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.settimeout(5)
+    udp.connect(("127.0.0.1", 518))
+    udp.send(struct.pack("!BBBBI16s16si12s12s16s", 1, kind, 0, 0, 0, addr(*at),
+             addr(*udp.getsockname()), os.getpid(), me.encode(), other.encode(), b""))
+    answer = udp.recv(1024)
+    return answer[2], struct.unpack_from("!H", answer, 10)[0]
+"""
+
+# mallory answers argv[2]'s call as if she were argv[1] (talkd believes any name), and at the
+# port it names connects, says a line and hangs up at once, argv[3] times.
+_HANGS_UP = (
+    _TALKD
+    + """
+_answer, port = ask(1, sys.argv[1], sys.argv[2])
+for _ in range(int(sys.argv[3])):
+    tcp = socket.create_connection(("127.0.0.1", port), timeout=5)
+    tcp.sendall(b"\\x7f\\x15\\x17I am root\\n")
+    tcp.close()
+print("done")
+"""
+)
+
+
+@pytest.mark.parametrize("callee", ["bob", "root"])
+def test_a_caller_who_hangs_up_at_once_is_nobody_and_alice_waits_on(
+    spawn_screen: Spawner, code_dir: str, people: People, daemon: World, meeting: str, callee: str
+) -> None:
+    """What the kernel's table holds for a caller that has already closed names root: talk
+    takes a name only from a live connection, and a caller gone before talk answers is a
+    caller who left, not a crash."""
+    login = BOB if callee == "bob" else "root"
+    alice = log_in(spawn_screen, ALICE)
+    run_talk_py(alice, code_dir, meeting, login)
+    status(alice, f"Waiting for {login}")
+    mallory = daemon.run(
+        [python_for_others(), *as_user(people[MALLORY], "-c", _HANGS_UP, login, ALICE, "30")]
+    )
+    assert mallory.stdout == "done\n", mallory.stderr
+    # The real callee answers: alice's talk is still there, and lets in only them.
+    if callee == "bob":
+        bob = log_in(spawn_screen, BOB)
+        run_talk_py(bob, code_dir, meeting, ALICE)
+    else:
+        env = child_env(TALK_DAEMON="127.0.0.1:518")
+        args = [os.path.join(code_dir, "talk.py"), ALICE, "--socket", meeting]
+        spawn_screen("", args=args, env=env, cwd=code_dir)
+    status(alice, f"Talking to {login} (pid ")
+    assert "I am root" not in alice.text()
+
+
+# mallory (argv[3]) leaves an invitation "from argv[1] to argv[2]" that points at the port of
+# argv[1]'s own invitation to her: a talk of theirs, busy calling someone else.
+_FORGES = (
+    _TALKD
+    + """
+answer, port = ask(1, sys.argv[3], sys.argv[1])
+assert answer == 0, answer
+answer, _ = ask(0, sys.argv[1], sys.argv[2], ("127.0.0.1", port))
+print("left", answer)
+"""
+)
+
+
+def test_a_forged_invitation_to_a_talk_of_bobs_that_is_busy_is_skipped(
+    spawn_screen: Spawner, code_dir: str, people: People, daemon: World, sticky_dir: str
+) -> None:
+    bob = log_in(spawn_screen, BOB)
+    run_talk_py(bob, code_dir, os.path.join(sticky_dir, "bob.sock"), MALLORY)
+    status(bob, f"Waiting for {MALLORY}")
+    wait_until(lambda: invitation_of(daemon, BOB, MALLORY) == SUCCESS, DEADLINE, "bob's invitation")
+    mallory = daemon.run(
+        [python_for_others(), *as_user(people[MALLORY], "-c", _FORGES, BOB, ALICE, MALLORY)]
+    )
+    assert mallory.stdout == "left 0\n", mallory.stderr
+    alice = log_in(spawn_screen, ALICE)
+    run_talk_py(alice, code_dir, os.path.join(sticky_dir, "alice.sock"), BOB)
+    alice.resize(24, 200)
+    status(alice, f"Waiting for {BOB} (127.0.0.1:")
+    alice.wait_until(
+        lambda t: (
+            "an invitation in their name, to a talk of theirs that turned us away" in t.row(0)
+            and f"the talk daemon told {BOB}" in t.row(0)
+        ),
+        DEADLINE,
+        "alice waiting on, having skipped the forged invitation",
+    )
+    assert f"Waiting for {MALLORY}" in bob.row(0), "bob's call was disturbed"

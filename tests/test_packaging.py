@@ -41,10 +41,10 @@ TALK_PY = REPO_ROOT / "talk.py"
 
 
 def run_talk(
-    *args: str, python: str = sys.executable, cwd: Path = REPO_ROOT
+    *args: str, python: str = sys.executable, cwd: Path = REPO_ROOT, flags: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [python, str(cwd / "talk.py"), *args],
+        [python, *flags, str(cwd / "talk.py"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -123,8 +123,10 @@ def test_an_older_python_gets_one_line_saying_what_talk_needs(version: str) -> N
 
 
 def test_talk_py_alone_says_it_needs_the_pubmarine_py_beside_it(tmp_path: Path) -> None:
+    """talk.py copied alone, run by a Python with nothing installed: ``-S`` leaves out every
+    site-packages, where a developer's environment (``pip install -e .``) has pubmarine."""
     shutil.copy(TALK_PY, tmp_path / "talk.py")
-    result = run_talk("--help", cwd=tmp_path)
+    result = run_talk("--help", cwd=tmp_path, flags=("-I", "-S"))
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.startswith(
         f"talk: needs the pubmarine.py that ships with it, beside talk.py in {tmp_path} "
