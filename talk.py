@@ -89,6 +89,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Union, cast
 
 if TYPE_CHECKING:  # imported where they are used, not at start-up, which is a budget
     import argparse
+    import subprocess
 
 
 def use_own_pubmarine() -> None:
@@ -1306,8 +1307,10 @@ def set_autowrap(on: bool) -> None:
 #: sent: at most this many bytes of them (asyncio buffers 64 KiB more, the kernel some
 #: 200 KiB). A line that does not fit is not sent, and the status line says so.
 MAX_UNSENT_BYTES = 256 * 1024
-#: How long a refused caller over TCP has to read its line and hang up.
+#: How long a refused caller has to read its line and hang up, how much of what it sends
+#: meanwhile is read (and dropped) before it is cut off, and how many may linger at once.
 REFUSAL_LINGER = 2.0
+MAX_REFUSED_BYTES = 64 * 1024
 MAX_LINGERING = 16
 #: How a call through a tunnel that nobody at the far end answered ends.
 NOBODY_AT_THE_FAR_END = "nobody answered at the other end of the tunnel"
@@ -1465,7 +1468,9 @@ class Refusal(asyncio.Protocol):
 
     BUSY = "talk: busy: someone is already talking on this socket"
     transport: asyncio.Transport | None = None
-    #: The refused callers over TCP who still have time to read their line.
+    timer: asyncio.TimerHandle | None = None  # when a lingering caller is cut off
+    unread = 0  # bytes of theirs read (and dropped) meanwhile
+    #: The refused callers who still have time to read their line.
     lingering: ClassVar[set[asyncio.Transport]] = set()
     PRIVATE = "talk: private: "
     #: What each kind of refusal leaves the caller to do.
@@ -1477,27 +1482,34 @@ class Refusal(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        transport.write(self.greeting + self.line.encode() + b"\n")
-        if isinstance(transport.get_extra_info("peername"), tuple) and (
-            len(Refusal.lingering) < MAX_LINGERING
-        ):
-            # TCP: closing with what the caller sent still unread would reset the
-            # connection, and the caller's kernel would drop our line. Say it, stop
-            # sending, and close when they do (or soon, if they do not; at once, if many
-            # already linger: someone floods the port).
+        self.transport = transport
+        # Closing with what the caller sent still unread resets the connection (on TCP and
+        # on a UNIX socket alike), and the caller may never read our line. So: say it, stop
+        # sending, read what they send, and close when they do (or soon, if they do not; at
+        # once, if many already linger: someone floods the socket).
+        try:
+            transport.write(self.greeting + self.line.encode() + b"\n")
+            if len(Refusal.lingering) >= MAX_LINGERING or not transport.can_write_eof():
+                transport.close()
+                return
             transport.write_eof()
-            self.transport = transport
-            Refusal.lingering.add(transport)
-            asyncio.get_running_loop().call_later(REFUSAL_LINGER, transport.close)
-        else:
-            transport.close()
+        except OSError:  # the caller has already hung up: there is nobody left to tell
+            transport.abort()
+            return
+        Refusal.lingering.add(transport)
+        self.timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER, transport.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
         if self.transport is not None:
             Refusal.lingering.discard(self.transport)
 
     def data_received(self, data: bytes) -> None:
-        """What a refused caller says is not read."""
+        """What a refused caller says is read, never shown; past a bound it is cut off."""
+        self.unread += len(data)
+        if self.unread > MAX_REFUSED_BYTES and self.transport is not None:
+            self.transport.abort()
 
     def eof_received(self) -> None:
         return None  # and close
@@ -1507,11 +1519,19 @@ class Refusal(asyncio.Protocol):
         """Why the program we called at ``place`` turned us away, if ``line`` is a refusal;
         else None. It is that program's word, not ours, and said as such: whoever listens
         there can send these lines."""
+        found = cls.kind(line)
+        if found is None:
+            return None
+        kind, way_out = found
+        why = printable(line[len(f"talk: {kind}: ") :])
+        return f"the program at {place} ({peer.name}'s) says it is {kind}: {why}{way_out}"
+
+    @classmethod
+    def kind(cls, line: str) -> tuple[str, str] | None:
+        """The kind of refusal ``line`` is, and what it leaves the caller to do; or None."""
         for kind, way_out in cls.KINDS:
-            prefix = f"talk: {kind}: "
-            if line.startswith(prefix):
-                why = printable(line[len(prefix) :])
-                return f"the program at {place} ({peer.name}'s) says it is {kind}: {why}{way_out}"
+            if line.startswith(f"talk: {kind}: "):
+                return kind, way_out
         return None
 
 
@@ -2148,7 +2168,7 @@ def remove_own_socket(path: str, identity: FileId) -> None:
 # ---------------------------------------------------------------------------------------------
 
 #: Signals that end the program cleanly, the reason shown, and the exit status (128 + n).
-ENDING_SIGNALS = {
+ENDING_SIGNALS: dict[int, str] = {
     signal.SIGINT: "interrupted",
     signal.SIGTERM: "terminated",
     signal.SIGHUP: "hung up",
@@ -2717,11 +2737,18 @@ async def answer_invitation(
         except (OSError, asyncio.TimeoutError):
             sock.close()
             return None  # an invitation its talk left behind
-        holder = tcp_owner(sock.getpeername(), sock.getsockname())
+        holder = tcp_owner(sock)
         if not call.admits(holder):
             sock.close()
-            name = "someone not on this machine" if holder is None else user_name(holder.uid)
+            name = "someone not known here" if holder is None else user_name(holder.uid)
             call.held_elsewhere.append(Held(where, f"an invitation in their name, {name}'s"))
+            return None
+        if await turns_us_away(sock):
+            # Theirs, but busy with someone else: anyone can leave an invitation in their
+            # name that points at any of their ports. Not the call we want; keep waiting.
+            sock.close()
+            what = "an invitation in their name, to a talk of theirs that turned us away"
+            call.held_elsewhere.append(Held(where, what))
             return None
         _transport, protocol = await loop.create_connection(
             partial(TalkdProtocol, pubpen, dialled=where), sock=sock
@@ -2733,29 +2760,75 @@ async def answer_invitation(
     return Call(protocol)
 
 
+async def turns_us_away(sock: socket.socket) -> bool:
+    """Whether the talk at the other end of ``sock`` (just connected) turns us away: says
+    nothing like talk(1) within CONNECT_TIMEOUT (every talk sends its edit characters at
+    once), hangs up, or says a Refusal, which comes whole with them. What it said is left
+    unread (MSG_PEEK), for the conversation."""
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(sock.fileno(), ready)
+    try:
+        await asyncio.wait_for(readable, CONNECT_TIMEOUT)
+        said = sock.recv(MAX_LINE_BYTES, socket.MSG_PEEK)
+    except (OSError, asyncio.TimeoutError):
+        return True
+    finally:
+        loop.remove_reader(sock.fileno())
+    first_line = said[len(EDIT_CHARS) :].partition(b"\n")[0].decode("utf-8", "replace")
+    return not said or Refusal.kind(first_line) is not None
+
+
 def tcp_credentials(transport: asyncio.BaseTransport) -> Credentials | None:
     """Who is at the other end of a TCP connection, if it is on this machine."""
-    sock = transport.get_extra_info("socket")
+    return tcp_owner(transport.get_extra_info("socket"))
+
+
+#: The state of a connection in the kernel's table whose owner it names: established.
+#: A closed end (time-wait, or a fin-wait whose program has closed it) reads as uid 0.
+TCP_ESTABLISHED = "01"
+
+
+def tcp_owner(sock: Any) -> Credentials | None:
+    """The owner of the other end of the TCP connection ``sock``, from the kernel's table
+    (as ``ss -tne`` shows it), only where the kernel is sure; None if it is not on this
+    machine, or not known here. The pid is not in the table: it is 0.
+
+    A caller can hang up before this is asked; what the table then holds for its end is a
+    closed socket that names root, and its port may already serve someone else. So the
+    answer counts only while our own end is still in the table under our socket's inode (the
+    pair of addresses is still ours) and theirs is established (a live program holds it, or,
+    not yet accepted, its listener, whose owner it then names).
+    """
     try:
-        return tcp_owner(sock.getpeername(), sock.getsockname())
+        ours = (table_address(sock.getsockname()), table_address(sock.getpeername()))
+        inode = str(os.fstat(sock.fileno()).st_ino)
     except (AttributeError, OSError):
         return None
-
-
-def tcp_owner(local: tuple[str, int], remote: tuple[str, int]) -> Credentials | None:
-    """The owner of the TCP socket at ``local`` connected to ``remote``, from the kernel's
-    table (as ``ss -tne`` shows it); None if it is not on this machine. The pid is not in
-    the table: it is 0."""
-    wanted = (table_address(local), table_address(remote))
+    theirs = (ours[1], ours[0])
+    still_ours = False
+    owners: set[int] = set()
     try:
         with open(TCP_TABLE, encoding="ascii", errors="replace") as table:
             next(table, None)  # the heading
             for row in table:
+                # sl, local, remote, state, queues, timer, retransmits, uid, timeout, inode
                 fields = row.split()
-                if len(fields) > 7 and (fields[1], fields[2]) == wanted:
-                    return Credentials(0, int(fields[7]))
+                if len(fields) < 10:
+                    continue
+                if (fields[1], fields[2]) == ours and fields[9] == inode:
+                    still_ours = True
+                elif (fields[1], fields[2]) == theirs and fields[3] == TCP_ESTABLISHED:
+                    owners.add(int(fields[7]))
     except (OSError, ValueError):
-        pass
+        return None
+    if still_ours and len(owners) == 1:
+        return Credentials(0, owners.pop())
     return None
 
 
@@ -3218,14 +3291,11 @@ def call_across(who: str, socket_option: str | None) -> int:
         raise TalkError(f"{printable(who)}: a person on another machine is USER@HOST")
     ssh = shlex.split(os.environ.get(SSH_ENV) or "ssh")
     talk = os.environ.get(REMOTE_ENV) or talk_command(for_others=False)
-    arguments = [login] + ([] if socket_option is None else ["--socket", socket_option])
-    script = REMOTE_SCRIPT.format(
-        talk=talk, arguments=shlex.join(arguments), missing=REMOTE_MISSING, old=REMOTE_TOO_OLD
-    )
     if not (os.isatty(sys.stdin.fileno()) and os.isatty(sys.stdout.fileno())):
         raise TalkError("a call to another machine needs a terminal")
+    command = remote_command(talk, login, socket_option)
     try:
-        process = subprocess.Popen([*ssh, "-t", "--", host, script], stderr=subprocess.PIPE)
+        process = subprocess.Popen([*ssh, "-t", "--", host, command], stderr=subprocess.PIPE)
     except OSError as e:
         why = f"cannot run {ssh[0]} ({e.strerror}); {SSH_ENV} names the ssh program"
         raise TalkError(why) from None
@@ -3235,22 +3305,19 @@ def call_across(who: str, socket_option: str | None) -> int:
     for signum in (signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_IGN)
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda signum, _frame: process.send_signal(signum))
+        signal.signal(signum, lambda number, _frame: process.send_signal(number))
     try:
-        _, errors = process.communicate()
+        pass_on_words(process)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    said = [
-        line
-        for line in errors.decode("utf-8", "replace").splitlines()
-        if line.strip() and not re.fullmatch(r"Connection to \S+ closed\.", line.strip())
-    ]
-    if process.returncode == SSH_FAILED:
-        why = f": {said[-1]}" if said else ""
-        raise TalkError(f"ssh could not reach {host}{why}")
-    if said:
-        say("".join(f"{line}\n" for line in said))  # ssh's own words, as a plain ssh shows them
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if process.returncode < 0:  # ssh ended by a signal (Ctrl-C at its prompts): so does talk
+        number = -process.returncode
+        why = ENDING_SIGNALS.get(number, f"ssh ended by signal {number}")
+        say(f"\ntalk: {why}\n")  # ssh may have left the cursor after its question
+        return 128 + number
+    if process.returncode == SSH_FAILED:  # and it has said why, just above
+        raise TalkError(f"ssh could not reach {host}")
     if process.returncode == REMOTE_MISSING:
         raise TalkError(f"{talk} is not found on {host}; {REMOTE_ENV} names the command there")
     if process.returncode == REMOTE_TOO_OLD:
@@ -3259,6 +3326,51 @@ def call_across(who: str, socket_option: str | None) -> int:
             f"{REMOTE_ENV} names another command there"
         )
     return process.returncode
+
+
+def remote_command(talk: str, login: str, socket_option: str | None) -> str:
+    """What ssh has the other machine run: ``talk`` (a command line for sh there) calling
+    ``login``, at the same ``--socket`` if one was given, whatever the login shell there."""
+    import shlex
+
+    # One word whatever the path: "--socket=-x" is not taken for an option there.
+    arguments = [login] + ([] if socket_option is None else [f"--socket={socket_option}"])
+    script = REMOTE_SCRIPT.format(
+        talk=talk, arguments=shlex.join(arguments), missing=REMOTE_MISSING, old=REMOTE_TOO_OLD
+    )
+    return for_any_shell(script)
+
+
+def for_any_shell(script: str) -> str:
+    """``script`` (sh) as a command that any login shell runs as sh would: sshd hands the
+    command to the user's login shell, and csh, tcsh and fish each quote differently from sh.
+    Inside single quotes, all of them keep everything but a quote, a backslash before a quote
+    or a backslash, ``!`` and a newline as it is; so the script travels there as octal escapes
+    (``\\0NNN``), which sh's printf turns back into the script."""
+    escaped = "".join(f"\\0{byte:o}" for byte in script.encode())
+    return f'exec sh -c \'eval "$(printf %b "{escaped}")"\''
+
+
+def pass_on_words(process: subprocess.Popen[bytes]) -> None:
+    """Show what ssh says on its standard error as it says it (a host key it adds, why it
+    could not connect), but for its closing "Connection to HOST closed.", and wait for ssh
+    to end."""
+    import threading
+
+    def read() -> None:
+        assert process.stderr is not None
+        for raw in process.stderr:
+            line = raw.decode("utf-8", "replace").strip()
+            if line and not re.fullmatch(r"Connection to \S+ closed\.", line):
+                with contextlib.suppress(OSError, ValueError):
+                    os.write(sys.stderr.fileno(), raw)
+
+    # A daemon: an ssh it started in the background (-f, a control master) may keep the
+    # pipe open long after it ended.
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    process.wait()
+    reader.join(HANGUP_TIMEOUT)
 
 
 if __name__ == "__main__":

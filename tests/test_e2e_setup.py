@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -252,6 +253,7 @@ def test_stale_socket_of_another_user_in_sticky_directory_does_not_block_the_pat
 # started back to back (milliseconds apart) almost never do.
 _AT_THE_SIGNAL = """\
 import os
+import pwd
 import struct
 import sys
 import time
@@ -422,6 +424,7 @@ MOMENTS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.09, 0.12, 0.15, 0.2, 0.3)
 # Ctrl-C that lands before talk.py's first line ends the program as Python's own start-up does.
 _MARKS_THE_START = """\
 import os
+import pwd
 import signal
 import sys
 
@@ -482,6 +485,7 @@ _INTERRUPTED_IN_A_CALLBACK = (
     """\
 import gc
 import os
+import pwd
 import signal
 import sys
 
@@ -525,6 +529,7 @@ def test_a_ctrl_c_that_lands_in_a_callback_whose_errors_are_dropped_still_ends_t
 # to argv[2]) right after talk.py first looks at the path, by any means.
 _PLANTS_A_LINK = """\
 import os
+import pwd
 import sys
 sys.path.insert(0, {repo!r})
 import talk
@@ -573,6 +578,7 @@ def test_a_link_planted_after_the_first_look_is_not_followed(
 # link to the file argv[1], right after bind().
 _LINKS_THE_NEW_SOCKET = """\
 import os
+import pwd
 import socket
 import sys
 sys.path.insert(0, {repo!r})
@@ -732,3 +738,23 @@ def test_a_refusal_from_whatever_listens_at_the_path_is_reported_as_its_own(
         f"talk: the program at {sock_path} ({LOGIN}'s) says it is busy: someone is already "
         "talking on this socket; use --socket PATH to start another conversation"
     ), talk.after_exit
+
+
+def test_a_refused_caller_may_still_say_something_and_reads_why(
+    spawn: Spawner, peer: Peers, sock_path: str
+) -> None:
+    """A caller that a private call turns away may send a line as the refusal comes (a talk
+    sends what was typed while it connected): talk reads it (and drops it) before it
+    closes. Closing first would reset the connection: the caller's write fails, and a caller
+    like talk.py then never reads why. Over and over, as the race came one time in six."""
+    callee = pwd.getpwuid(NOBODY).pw_name
+    talk = spawn(sock_path, callee)
+    wait_for_status(talk, f"Waiting for {callee}")
+    refusal = f"talk: private: this conversation is between {LOGIN} and {callee}\n".encode()
+    for n in range(40):
+        caller = peer(sock_path)
+        assert caller.read_line() == refusal, n
+        caller.send_line(f"but let me in, {n}")  # a reset connection raises here
+        assert caller.wait_closed(), "the refused line stayed open"
+        caller.close()
+    assert talk.child.isalive()

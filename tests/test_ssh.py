@@ -99,3 +99,66 @@ def test_a_person_on_another_machine_needs_both_halves() -> None:
         talk.call_across("@host", None)
     with pytest.raises(talk.TalkError, match="USER@HOST"):
         talk.call_across("bob@", None)
+
+
+#: Socket paths that must reach the far talk as they are, each as one argument.
+ODD_PATHS = [
+    "-starts-with-a-dash",
+    "with spaces.sock",
+    "it's.sock",
+    'say "hi".sock',
+    "a\nnewline.sock",
+    "$(touch pwned) `touch pwned` $HOME",
+    "back\\slash\\'.sock",
+    "!bang %1 {a,b} ~ *",
+    "ünïcödé.sock",
+]
+
+
+def quoted_parts(command: str) -> tuple[str, list[str]]:
+    """What of ``command`` stands outside single quotes, and each single-quoted part."""
+    outside, inside = "", []
+    for n, part in enumerate(command.split("'")):
+        if n % 2:
+            inside.append(part)
+        else:
+            outside += part
+    return outside, inside
+
+
+@pytest.mark.parametrize("socket_path", [None, *ODD_PATHS])
+def test_the_far_command_means_the_same_to_every_login_shell(socket_path: str | None) -> None:
+    """sshd runs the command through the user's login shell there: sh, bash, csh, tcsh,
+    fish. Outside single quotes, only words that all of them read alike; inside, none of
+    what any of them treats specially there (a quote, a backslash before a backslash or a
+    quote in fish, ! and a newline in csh)."""
+    command = talk.remote_command("python3 /opt/talk.py", "bob", socket_path)
+    outside, inside = quoted_parts(command)
+    assert outside == "exec sh -c ", command
+    assert len(inside) == 1 and not set(inside[0]) & {"!", "\n"}, command
+    assert "\\\\" not in inside[0] and "\\'" not in inside[0], command
+
+
+@pytest.mark.parametrize("shell", ["sh", "dash", "bash", "zsh", "ksh", "csh", "tcsh", "fish"])
+def test_the_far_command_runs_talk_with_every_socket_path_as_one_argument(
+    tmp_path: Path, shell: str
+) -> None:
+    """Run as sshd runs it: ``SHELL -c COMMAND``, by each login shell that is installed."""
+    if shutil.which(shell) is None:
+        pytest.skip(f"no {shell} here (not one of the packages the tests may install)")
+    fake = tmp_path / "far-talk"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "if sys.argv[1:] == ['--version']:\n"
+        "    sys.exit(print('talk.py 9'))\n"
+        "print(repr(sys.argv[1:]))\n"
+    )
+    fake.chmod(0o755)
+    for path in ODD_PATHS:
+        command = talk.remote_command(str(fake), "bob", path)
+        ran = subprocess.run(
+            [shell, "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=DEADLINE
+        )
+        assert ran.stdout == repr(["bob", f"--socket={path}"]) + "\n", (path, ran.stderr)
+    assert not (tmp_path / "pwned").exists()

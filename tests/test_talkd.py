@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from terminal import LOGIN
+from terminal import DEADLINE, LOGIN, wait_until
 
 import talk
 from pubmarine import PubPen
@@ -130,21 +130,60 @@ async def test_a_talk1_peer_is_greeted_and_its_lines_arrive_whole() -> None:
 # -- the kernel's TCP table ---------------------------------------------------------------------
 
 
-def test_the_kernels_tcp_table_names_the_owner_of_the_other_end() -> None:
+def needs_tcp_table() -> None:
     if not os.path.exists(talk.TCP_TABLE):
         pytest.skip(f"{talk.TCP_TABLE} is missing (not Linux)")
+
+
+def test_the_kernels_tcp_table_names_the_owner_of_the_other_end() -> None:
+    needs_tcp_table()
     with socket.create_server(("127.0.0.1", 0)) as server:
         client = socket.create_connection(server.getsockname())
         accepted, _ = server.accept()
         with client, accepted:
-            owner = talk.tcp_owner(client.getsockname(), accepted.getsockname())
-            assert owner is not None and owner.uid == os.getuid()
-            # The same socket's address seen from the wrong side names nobody.
-            assert talk.tcp_owner(accepted.getsockname(), accepted.getsockname()) is None
+            for end in (accepted, client):
+                owner = talk.tcp_owner(end)
+                assert owner is not None and owner.uid == os.getuid()
 
 
-def test_an_address_that_is_not_on_this_machine_names_nobody() -> None:
-    assert talk.tcp_owner(("192.0.2.1", 4000), ("127.0.0.1", 5000)) is None
+def test_a_call_not_yet_accepted_names_the_owner_of_the_listener() -> None:
+    needs_tcp_table()
+    with (
+        socket.create_server(("127.0.0.1", 0)) as server,
+        socket.create_connection(server.getsockname()) as client,
+    ):
+        owner = talk.tcp_owner(client)
+        assert owner is not None and owner.uid == os.getuid()
+
+
+def state_of(local: tuple[str, int], remote: tuple[str, int]) -> str | None:
+    """The state of the connection from ``local`` to ``remote`` in the kernel's table."""
+    wanted = (talk.table_address(local), talk.table_address(remote))
+    with open(talk.TCP_TABLE) as table:
+        for row in table:
+            fields = row.split()
+            if (fields[1], fields[2]) == wanted:
+                return fields[3]
+    return None
+
+
+def test_a_caller_that_has_hung_up_names_nobody() -> None:
+    """Its end of the connection is then closed (fin-wait, time-wait): the table names uid 0
+    for it, which is not who called."""
+    needs_tcp_table()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        ends = (client.getsockname(), accepted.getsockname())
+        client.close()
+        with accepted:
+            wait_until(lambda: state_of(*ends) != talk.TCP_ESTABLISHED, DEADLINE, "the hang-up")
+            assert talk.tcp_owner(accepted) is None
+
+
+def test_a_socket_that_is_not_connected_names_nobody() -> None:
+    with socket.socket() as sock:
+        assert talk.tcp_owner(sock) is None
 
 
 def test_addresses_are_written_as_talkd_reads_them() -> None:
