@@ -437,27 +437,41 @@ class InputLine:
 
         Each character is shown as glyph() shows it, so a control character or one that
         curses cannot draw is spelled out: nothing typed is hidden, and nothing acts on the
-        terminal.
+        terminal. Only the characters near the cursor are measured: a key costs the same on
+        a line of 2000 characters as on an empty one.
         """
-        glyphs = [glyph(ch) for ch in self.chars]
-        # A character spelled out is spelled in ASCII: one column per letter.
-        widths = [char_width(g) if len(g) == 1 else len(g) for g in glyphs]
-        cursor = self.cursor
+        chars, cursor = self.chars, self.cursor
+        glyphs: dict[int, str] = {}
+
+        def shown_as(i: int) -> str:
+            if i not in glyphs:
+                glyphs[i] = glyph(chars[i])
+            return glyphs[i]
+
+        def cells(i: int) -> int:
+            g = shown_as(i)
+            return char_width(g) if len(g) == 1 else len(g)  # spelled out: ASCII
+
+        # The first character in view: where the view was, unless the cursor has gone left
+        # of it, or so far right that it has no cell of its own inside the width; then the
+        # leftmost one from which it has.
         first = min(self._first, cursor)
-        # Scroll right until the cursor has a cell of its own inside the width ...
-        before = sum(widths[first:cursor])
-        while before >= width and first < cursor:
-            before -= widths[first]
-            first += 1
-        # ... and back left while there is room, so deleting shows the earlier text again.
-        shown = before + sum(widths[cursor : cursor + width])
-        while first and shown + widths[first - 1] < width:
+        before = 0
+        start = cursor
+        while start > first and before + cells(start - 1) < width:
+            start -= 1
+            before += cells(start)
+        first = start
+        # Back left while there is room, so deleting shows the earlier text again.
+        end = min(len(chars), cursor + width)
+        shown = before + sum(cells(i) for i in range(cursor, end))
+        while first and shown + cells(first - 1) < width:
             first -= 1
-            before += widths[first]
-            shown += widths[first]
+            before += cells(first)
+            shown += cells(first)
         self._first = first
-        text = "".join(glyphs[first : cursor + width])
-        if first < len(widths) and widths[first] == 0:
+        text = "".join(shown_as(i) for i in range(first, end))
+        if first < len(chars) and cells(first) == 0:
             # A combining character whose base is out of view (or was never typed) gets a
             # blank to sit on: at the start of a row curses would put it on the row above.
             text = " " + text
@@ -639,6 +653,23 @@ class Peer(NamedTuple):
 
 class Pasted(str):
     """Text that arrived in a bracketed paste: put into the line as it is, never a command."""
+
+
+class News(str):
+    """News for the status line (``info``), with ever shorter ways to say it, most important
+    part first: the Display shows the fullest that fits, and while it waits, the whole of it
+    in the conversation area when the status line cannot hold it."""
+
+    shorter: tuple[str, ...] = ()
+
+    def __new__(cls, full: str, *shorter: str) -> News:
+        news = super().__new__(cls, full)
+        news.shorter = tuple(dict.fromkeys(form for form in shorter if form != full))
+        return news
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        return (str(self), *self.shorter)
 
 
 #: What the Backspace key sends, by terminal: curses' name for it, DEL, or Ctrl-H.
@@ -1088,7 +1119,8 @@ class Display:
 
     def show_status(self, message: object, *_: object) -> None:
         """Show news (``info``) or a problem (``error``) on the status line."""
-        self.status = (printable(str(message)),)
+        forms = message.forms if isinstance(message, News) else (str(message),)
+        self.status = tuple(printable(form) for form in forms)
         self.redraw()
 
     def show_peer(self, peer: Peer, called_us: bool) -> None:
@@ -1163,11 +1195,15 @@ class Display:
         if self.too_small:
             self.draw_too_small(rows, cols)
         else:
-            self.put(0, self.status_line(cols))
+            status = self.status_line(cols)
+            self.put(0, status)
             self.put(1, "-" * (cols - 1))
             live = 1 if self.live else 0
-            self.history.resize(cols, rows - 4 - live)
-            for y, (who, line) in enumerate(self.history.window(), start=2):
+            note = self.whole_news(status, cols - 1, (rows - 4) // 2)
+            for y, line in enumerate(note, start=2):
+                self.put(y, line)
+            self.history.resize(cols, rows - 4 - live - len(note))
+            for y, (who, line) in enumerate(self.history.window(), start=2 + len(note)):
                 # Your own lines are bold, and nothing else ever is: a peer can make its text
                 # look like anything but that.
                 self.put(y, line, curses.A_BOLD if who == MYSELF else curses.A_NORMAL)
@@ -1194,15 +1230,26 @@ class Display:
         hints = CLOSE_HINTS if self.ending else QUIT_HINTS
         if not self.status:
             return first_that_fits(hints, width)
-        news = self.status[0]
-        candidates = [f"{news} - {hint}" for hint in hints]
         if self.peer is None or self.ending:
-            # Waiting, or the other side left: the way out is always shown; the news is cut.
+            # Waiting, or the other side left: the way out is always shown, and the news as
+            # fully as fits beside it (its shorter forms keep what matters most); at last cut.
+            candidates = [f"{form} - {hint}" for form in self.status for hint in hints]
             shortest = f" - {hints[-1]}"
-            candidates.append(clip(news, width - text_width(shortest)) + shortest)
+            candidates.append(clip(self.status[-1], width - text_width(shortest)) + shortest)
         else:
-            candidates += self.status  # talking: who it is with matters more
+            # Talking: who it is with matters more than the hint.
+            candidates = [f"{self.status[0]} - {hint}" for hint in hints] + list(self.status)
         return first_that_fits(candidates, width)
+
+    def whole_news(self, status: str, width: int, room: int) -> list[str]:
+        """While nobody is there, the conversation area is free: when the status line could
+        not say all of the news, the whole of it goes at the top, so nothing is lost."""
+        if self.peer is not None or self.ending or not self.status or room < 1:
+            return []
+        news = self.status[0]
+        if status.startswith(f"{news} - "):
+            return []
+        return [clip(row.strip(), width) for row in wrap(news, width)][:room]
 
     def rule(self, width: int) -> str:
         """The rule above the input line; while reading back it says what is below."""
@@ -1216,10 +1263,16 @@ class Display:
         return first_that_fits(notes, width).center(width, "=")
 
     def draw_too_small(self, rows: int, cols: int) -> None:
+        """Say so, and the size it needs, which is kept when there is little room."""
+        width = max(1, cols - 1)
+        need = f"need {MIN_COLS}x{MIN_ROWS}"
         size = "it says 0x0; " if self.sizeless else ""
-        note = wrap(f"terminal too small ({size}need {MIN_COLS}x{MIN_ROWS})", max(1, cols - 1))
+        for text in (f"terminal too small ({size}{need})", f"too small: {need}", need):
+            note = [line.strip() for line in wrap(text, width)]
+            if len(note) <= rows and all(text_width(line) <= width for line in note):
+                break
         for y, line in enumerate(note[:rows]):
-            self.put(y, clip(line.strip(), cols - 1))
+            self.put(y, clip(line, width))
 
     def put(self, y: int, text: str, attr: int = curses.A_NORMAL) -> None:
         """Write one row. ``text`` must already be printable and fit.
@@ -1307,6 +1360,10 @@ def set_autowrap(on: bool) -> None:
 #: sent: at most this many bytes of them (asyncio buffers 64 KiB more, the kernel some
 #: 200 KiB). A line that does not fit is not sent, and the status line says so.
 MAX_UNSENT_BYTES = 256 * 1024
+#: How many received lines are published in one turn of the event loop: a turn that
+#: handles more keeps the keyboard waiting (a flood of 100,000 lines would hold a key
+#: for a quarter of a second).
+LINES_PER_TURN = 500
 #: How long a refused caller has to read its line and hang up, how much of what it sends
 #: meanwhile is read (and dropped) before it is cut off, and how many may linger at once.
 REFUSAL_LINGER = 2.0
@@ -1346,6 +1403,9 @@ class TalkProtocol(asyncio.Protocol):
         self.paused = False  # the transport's buffer is full: the other side is not reading
         self.closed: asyncio.Future[None] = pubpen.loop.create_future()
         self.heard = False  # anything at all came from the other side
+        self.backlog: deque[str] = deque()  # lines received, not yet published (a flood)
+        self.backlog_due = False  # publish_backlog() is to run in the next turn
+        self.reading_paused = False
 
         self.sending = self.pubpen.subscribe("outgoing", self.send_message)
 
@@ -1410,10 +1470,34 @@ class TalkProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.heard = True
-        self.publish_lines(self.decoder.feed(data))
+        self.take_lines(self.decoder.feed(data))
 
     def eof_received(self) -> None:
-        self.publish_lines(self.decoder.finish())
+        self.take_lines(self.decoder.finish())
+
+    def take_lines(self, lines: list[str]) -> None:
+        """Lines from the other side, for the conversation: at most LINES_PER_TURN in each
+        turn of the event loop, with reading paused while more wait. A flood then never
+        holds up the keyboard for longer than that: keys are read in every turn."""
+        self.backlog.extend(lines)
+        if not self.backlog_due:
+            self.publish_backlog()
+
+    def publish_backlog(self, everything: bool = False) -> None:
+        self.backlog_due = False
+        count = len(self.backlog) if everything else min(len(self.backlog), LINES_PER_TURN)
+        self.publish_lines([self.backlog.popleft() for _ in range(count)])
+        if self.transport is None:
+            return
+        if self.backlog:
+            if not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()
+            self.backlog_due = True
+            self.pubpen.loop.call_soon(self.publish_backlog)
+        elif self.reading_paused and not self.transport.is_closing():
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def publish_lines(self, lines: list[str]) -> None:
         """Each line for the conversation; but the first line from a talk we called may say
@@ -1432,6 +1516,7 @@ class TalkProtocol(asyncio.Protocol):
         # The guide also publishes ``error`` from error_received(), but asyncio calls that
         # only for datagram sockets. On a stream, a failed read or write ends the
         # connection and arrives here.
+        self.publish_backlog(everything=True)  # what they said comes before that they left
         self.pubpen.unsubscribe(self.sending)  # lines typed from now on are for a new peer
         if exc is None and self.nobody_answered():
             self.pubpen.publish("error", NOBODY_AT_THE_FAR_END)
@@ -1701,7 +1786,8 @@ class Meeting:
 
     def waiting(self, place: str, held: list[Held]) -> str:
         """News for the status line: we wait at ``place`` (the others are ``held``)."""
-        return f"Waiting for someone to connect to {place}{held_note(held)}"
+        waiting = f"Waiting for someone to connect to {place}"
+        return News(f"{waiting}{held_note(held)}", waiting, "Waiting for someone")
 
     async def call_elsewhere(self, pubpen: PubPen) -> Call | None:
         """Nobody we admit waits at the places: the Call to whoever waits for us some other
@@ -2460,7 +2546,8 @@ class PrivateCall(Meeting):
         return path_error(f"no free place to meet {self.login}: " + "; ".join(map(str, held)))
 
     def waiting(self, place: str, held: list[Held]) -> str:
-        return f"{self.waiting_for(held)} on {place}"
+        who = f"Waiting for {self.login}"
+        return News(f"{self.waiting_for(held)} on {place}", f"{who} on {place}", who)
 
     def waiting_for(self, held: list[Held]) -> str:
         """``Waiting for bob``, and which meeting places others hold (`` (talk-1-2.sock is
@@ -2488,15 +2575,28 @@ class PrivateCall(Meeting):
         try:
             for n in range(1, TELL_TIMES + 1):
                 if invitation is not None:
-                    news = await invitation.announce(self.login)
+                    told = await invitation.announce(self.login, self.lister)
                 else:
-                    news = await tell(self.login, notice, self.lister)
+                    told = await tell(self.login, notice, self.lister)
                 again = "" if n == 1 else f" (again: {n} of {TELL_TIMES})"
-                pubpen.publish("info", f"{self.waiting_for(held)}: {news}{again}")
+                pubpen.publish("info", self.told(held, told, again))
                 await asyncio.sleep(TELL_EVERY)
         finally:
             if invitation is not None:  # they came, or talk ends: nobody may answer it now
                 invitation.withdraw()
+
+    def told(self, held: list[Held], told: str, again: str) -> News:
+        """The status line while we wait: whom for, whether they were told and how, what
+        they can do; then, dropped first where there is no room, which places others hold
+        and how many times they were told."""
+        who = f"Waiting for {self.login}"
+        forms = told.forms if isinstance(told, News) else (told,)
+        return News(
+            f"{self.waiting_for(held)}: {forms[0]}{again}",
+            f"{who}: {forms[0]}{again}",
+            *(f"{who}: {form}" for form in forms),
+            who,
+        )
 
 
 def meeting_path(directory: str, uid: int, other: int) -> str:
@@ -2547,8 +2647,8 @@ SUCCESS = 0
 ANNOUNCE_ANSWERS = {
     1: "{login} is not logged in",
     2: "the talk daemon could not tell {login}",
-    4: "{login} is refusing messages",
 }
+PERMISSION_DENIED = 4
 #: An id that no invitation has: what talk(1) sends before the daemon gave it one.
 NO_ID = 0xFFFFFFFF
 #: How long to wait for the daemon's answer, and how often to ask: it is on this machine.
@@ -2692,9 +2792,9 @@ class Invitation:
         invitation.ids.add(left.id)
         return invitation
 
-    async def announce(self, login: str) -> str:
+    async def announce(self, login: str, lister: str) -> str:
         """Renew the invitation and have the daemon tell ``login``; what happened, for the
-        status line."""
+        status line (``lister``: the command that finds the call all the same)."""
         # The daemon tells the person again only for an announcement with a new id.
         id_num = NO_ID if self.announced == NO_ID else (self.announced + 1) & NO_ID
         left = await self.daemon.ask(LEAVE_INVITE, id_num)
@@ -2706,7 +2806,9 @@ class Invitation:
             return "the talk daemon stopped answering"
         self.announced = told.id
         if told.answer == SUCCESS:
-            return f"the talk daemon told {login}"
+            return News(f"the talk daemon told {login}", f"talkd told {login}")
+        if told.answer == PERMISSION_DENIED:
+            return refusing_messages(login, lister)
         why = ANNOUNCE_ANSWERS.get(told.answer, "the talk daemon said no ({answer})")
         return why.format(login=login, answer=told.answer)
 
@@ -2945,7 +3047,7 @@ class TalkdProtocol(TalkProtocol):
             if len(self.edit_chars) == len(EDIT_CHARS):
                 self.typing.use_edit_chars(self.edit_chars)
         before = self.typing.text
-        self.publish_lines(self.typing.feed(data))
+        self.take_lines(self.typing.feed(data))
         if self.typing.text != before:
             self.pubpen.publish("live", self.typing.text)
 
@@ -2960,7 +3062,7 @@ class TalkdProtocol(TalkProtocol):
         """What they had typed of a line is a line: nothing typed is lost."""
         line = self.typing.finish()
         if line is not None:
-            self.publish_lines([line])
+            self.take_lines([line])
             self.pubpen.publish("live", "")
 
 
@@ -3149,14 +3251,17 @@ async def tell(login: str, notice: str, lister: str = "talk.py --list") -> str:
         return f"{login} is not logged in"
     open_terminals = [t for t in terminals if accepts_messages(t)]
     if not open_terminals:
-        return f"{login} is refusing messages"
+        return refusing_messages(login, lister)
     write = shutil.which("write")
-    finds = f"; {login} finds the call with {lister}"
+    finds = f"{login} finds the call with {lister}"
     if write is None:
-        return f"no talk daemon answers and write(1) is not installed{finds}"
-    open_terminals = [t for t in open_terminals if may_write_to(t, write)]
-    if not open_terminals:
-        return f"no talk daemon answers and write(1) may not write to other terminals here{finds}"
+        why = "no talk daemon answers and write(1) is not installed"
+        open_terminals = []
+    else:
+        open_terminals = [t for t in open_terminals if may_write_to(t, write)]
+        why = "no talk daemon answers and write(1) may not write to other terminals here"
+    if write is None or not open_terminals:
+        return News(f"{why}; {finds}", f"{login} was not told; {finds}", f"{login} was not told")
     told: list[str] = []
     failed: list[str] = []
     for terminal in open_terminals:
@@ -3184,6 +3289,17 @@ async def tell(login: str, notice: str, lister: str = "talk.py --list") -> str:
     if failed:
         news.append(f"write(1) failed on {', '.join(failed)}")
     return "; ".join(news)
+
+
+def refusing_messages(login: str, lister: str) -> News:
+    """``login`` has turned messages off (``mesg n``, as ``login -f`` and many terminals
+    start): what they can do about it, and that the call can be found all the same."""
+    finds = f"{login} finds the call with {lister}"
+    return News(
+        f"{login} is refusing messages (mesg n): mesg y lets them be told; {finds}",
+        f"{login} is refusing messages; {finds}",
+        f"{login} is refusing messages",
+    )
 
 
 def kill_session(leader: int) -> None:

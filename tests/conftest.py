@@ -84,3 +84,11 @@ def test_world() -> Iterator[World]:
     """Namespaces of the test's own, for its daemons and logins (world.py); needs root."""
     with world() as made:
         yield made
+
+
+@pytest.fixture
+def spawn_in_world(spawn_screen: Spawner, test_world: World) -> Spawner:
+    """``spawn_screen``, but every program it starts (logins, talk.py) runs in the test's
+    world."""
+    spawn_screen.enter = test_world.enter
+    return spawn_screen

@@ -758,6 +758,17 @@ def flowing(rows: list[str]) -> str:
     return re.sub(" +", " ", " ".join(row.strip() for row in rows))
 
 
+def squeezed(text: str) -> str:
+    """``text`` without blanks: rows wrapped anywhere read the same."""
+    return "".join(text.split())
+
+
+def news_below(talk: Talk) -> str:
+    """The conversation area, squeezed: where talk puts the whole news while it waits and
+    the status line cannot hold all of it."""
+    return squeezed("".join(talk.display[2:-2]))
+
+
 def shows(text: str) -> Callable[[Talk], bool]:
     """For ``Talk.wait_until``: ``text`` is somewhere on the screen, within one row."""
     return lambda talk: any(text in row for row in talk.display)
@@ -846,13 +857,14 @@ def assert_closed_cleanly(talk: Talk, sock_path: str, status: int, line: str) ->
 
 def waiting_status(path: str, cols: int) -> str:
     """The whole status line of a talk.py that waits on ``path``, ``cols`` wide: the news
-    with the longest way to quit that fits; else the news cut, and the shortest."""
-    news = waiting(path)
-    for hint in QUIT_HINTS:
-        if len(f"{news} - {hint}") <= cols:
-            return f"{news} - {hint}"
+    with the longest way to quit that fits; else the news said shorter (without the path),
+    with the longest that fits; else that cut, and the shortest."""
+    for news in (waiting(path), "Waiting for someone"):
+        for hint in QUIT_HINTS:
+            if len(f"{news} - {hint}") <= cols:
+                return f"{news} - {hint}"
     shortest = f" - {QUIT_HINTS[-1]}"
-    return news[: cols - len(shortest)] + shortest
+    return "Waiting for someone"[: cols - len(shortest)] + shortest
 
 
 def talk_in_a_shell(spawn: Callable[..., Talk], sock_path: str) -> Talk:

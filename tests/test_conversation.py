@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 
 import pytest
 from terminal import DEADLINE, LOGIN
@@ -472,3 +473,39 @@ async def test_a_peer_that_never_reads_gets_a_bounded_backlog() -> None:
     pubpen.publish("outgoing", "after the backlog")
     assert await read_lines(theirs, 1) == [b"after the backlog\n"]
     await hang_up(protocol, theirs)
+
+
+@pytest.mark.asyncio
+async def test_no_turn_of_the_loop_takes_more_than_a_share_of_a_flood() -> None:
+    """Keys are read once in every turn of the event loop: a flood of lines is published a
+    share at a time, so that a key typed meanwhile never waits behind all of it; and every
+    line still arrives, in order."""
+    loop = asyncio.get_running_loop()
+    pubpen = PubPen(loop)
+    seen: list[str] = []
+    pubpen.subscribe("incoming", lambda text, who: seen.append(text))
+    protocol, theirs = await _connected_pair(pubpen)
+    per_turn: list[int] = []
+    counted = [0]
+
+    def tick() -> None:  # once a turn: how many lines arrived since the last
+        per_turn.append(len(seen) - counted[0])
+        counted[0] = len(seen)
+        if not protocol.closed.done():
+            loop.call_soon(tick)
+
+    tick()
+    flood = b"".join(b"line %d\n" % n for n in range(20_000))
+    theirs.setblocking(True)
+
+    def send() -> None:
+        with theirs:
+            theirs.sendall(flood)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    await asyncio.wait_for(protocol.closed, DEADLINE)
+    sender.join()
+    await pubpen.drain()
+    assert seen == [f"line {n}" for n in range(20_000)]
+    assert max(per_turn) <= talk.LINES_PER_TURN, max(per_turn)

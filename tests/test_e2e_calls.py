@@ -46,6 +46,8 @@ from terminal import (
     conversation,
     drawn,
     last_row,
+    news_below,
+    squeezed,
     wait_until,
 )
 
@@ -145,10 +147,15 @@ def meet(
     env: dict[str, str],
     alice_waits: str | None = None,
 ) -> tuple[Talk, Talk]:
-    """alice calls bob on ``path`` and, once she shows ``alice_waits``, bob answers; both
-    status lines then name the other."""
+    """alice calls bob on ``path`` and, once she shows ``alice_waits`` (on the status line,
+    or in the whole news below it), bob answers; both status lines then name the other."""
     alice = call(spawn, code_dir, people[ALICE], people[BOB], path, env)
-    status_of(alice, alice_waits or f"Waiting for {BOB}")
+    status_of(alice, f"Waiting for {BOB}")
+    if alice_waits is not None:
+        news = squeezed(alice_waits)
+        alice.wait_until(
+            lambda t: news in squeezed("".join(t.display[:-2])), DEADLINE, repr(alice_waits)
+        )
     bob = call(spawn, code_dir, people[BOB], people[ALICE], path, env)
     talking(alice, BOB, bob.pid)
     talking(bob, ALICE, alice.pid)
@@ -497,8 +504,10 @@ def test_the_status_line_says_why_bob_was_not_told(
     }[case]
 
     alice = call(spawn, code_dir, people[ALICE], people[BOB], path, env_for(utmp, search))
-    alice.resize(24, 200)  # room for the whole status line
-    status_of(alice, f"Waiting for {BOB}: {expected}")
+    alice.resize(24, 200)
+    status_of(alice, f"Waiting for {BOB}: ")
+    said = squeezed(f"Waiting for {BOB}: {expected}")  # on the status line, or below it whole
+    alice.wait_until(lambda t: said in squeezed("".join(t.display[:-2])), DEADLINE, expected)
     assert not os.path.exists(os.path.join(records, "write.args")), "write(1) was run"
     bob = call(spawn, code_dir, people[BOB], people[ALICE], path, env_for(utmp, search))
     talking(alice, BOB, bob.pid)  # and talk kept waiting
@@ -650,7 +659,9 @@ def test_list_with_a_socket_path_looks_at_every_place_and_tells_private_from_sha
     mallory = spawn_as(spawn, code_dir, people[MALLORY], "--socket", shared, env=env)
     status_of(mallory, f"Waiting for someone to connect to {shared}.1")
     alice = call(spawn, code_dir, people[ALICE], people[BOB], shared, env)
-    status_of(alice, f"Waiting for {BOB} (")  # .1 is mallory's, who is not bob: at .2
+    status_of(alice, f"Waiting for {BOB}")  # .1 is mallory's, who is not bob: at .2
+    held = squeezed(f"Waiting for {BOB} (")  # the places held, in the whole news below
+    alice.wait_until(lambda t: held in news_below(t), DEADLINE, "the places held")
     assert list_as(people[BOB], talk_py, shared).splitlines() == [
         f"{MALLORY} is waiting for anyone on {shared}.1: python3 {talk_py} --socket {shared}",
         f"{ALICE} is waiting on {shared}.2 for a private call, only for the person called: "

@@ -692,13 +692,21 @@ def paste_until_not_sent(talk: Talk, most: int) -> int:
 
     The screen is read between lines: curses must be able to write, or it stops reading keys.
     """
+    pasted = most
     for n in range(most):
         talk.type(f"{n:05d} ".encode() + b"y" * (LINE - 7) + b"\r")
         talk.pump(0)
         if "not sent" in talk.row(0):
-            return n + 1
+            pasted = n + 1
+            break
     talk.wait_until(lambda t: "not sent" in t.row(0), DEADLINE, "a 'not sent' note")
-    return most
+    # Lines typed after the first one not sent may not have been read yet: wait until they
+    # have, or someone connecting now would get some of them after the gap.
+    talk.type("typed last")
+    talk.wait_for_row(talk.rows - 1, "typed last")
+    talk.press("ctrl_u")
+    talk.wait_until(lambda t: t.row(t.rows - 1) == "", DEADLINE, "an empty input line")
+    return pasted
 
 
 def assert_keys_work_and_dot_quits_promptly(talk: Talk) -> None:

@@ -57,7 +57,9 @@ from terminal import (
     layout_at,
     libc_wcwidth,
     message_rows,
+    news_below,
     shows,
+    squeezed,
     start_server,
     start_with_peer,
     talk_in_a_shell,
@@ -67,10 +69,10 @@ from terminal import (
     wait_last_row,
     wait_taken,
     wait_until,
-    waiting,
+    waiting_status,
 )
 
-from talk import BRACKETED_PASTE_OFF, BRACKETED_PASTE_ON, QUIT_HINTS
+from talk import BRACKETED_PASTE_OFF, BRACKETED_PASTE_ON, MIN_COLS, MIN_ROWS, QUIT_HINTS
 
 
 def test_keys_typed_while_the_terminal_is_too_small_are_not_acted_on(
@@ -115,8 +117,8 @@ def test_fg_after_ctrl_z_reads_the_new_size(spawn: Spawner, sock_path: str) -> N
     shell.resize(30, 60)
     shell.type("fg\r")
     shell.wait_until(lambda t: layout_at(t, 30, 60), what="the layout at 30x60")
-    # Drawn for 60 columns: the path cut, how to quit still there.
-    assert shell.row(0) == waiting(sock_path)[: 60 - len(" - . quits")] + " - . quits"
+    # Drawn for 60 columns: the news said shorter if need be, how to quit still there.
+    assert shell.row(0) == waiting_status(sock_path, 60)
     shell.send_line(".")
     shell.wait_until(shows("talk: you ended the conversation"), what="talk's last line")
 
@@ -758,3 +760,40 @@ def test_while_waiting_the_way_to_quit_is_shown_at_any_width_with_any_path(
         assert talk.row(0).endswith(tuple(f" - {hint}" for hint in QUIT_HINTS)), talk.row(0)
         talk.send_line(".")
         assert talk.wait_exit(EXIT_WITHIN) == 0, talk.output
+
+
+QUIT_ENDINGS = tuple(f" - {hint}" for hint in QUIT_HINTS)
+
+
+@pytest.mark.parametrize("cols", [80, 40])
+def test_while_waiting_the_way_out_stays_and_the_whole_news_is_below(
+    spawn: Spawner, sock_path: str, cols: int
+) -> None:
+    """What is at the path is a note beside where talk waits: at any width the status line
+    says that it waits and how to quit, and the whole of the news is in the conversation
+    area, where nothing is yet."""
+    with open(sock_path, "w"):
+        pass  # talk.sock is a file: talk waits at talk.sock.1
+    talk = spawn(sock_path, cols=cols)
+    whole = (
+        f"Waiting for someone to connect to {sock_path}.1 "
+        f"(talk.sock is a file of {LOGIN}'s, not a socket)"
+    )
+    talk.wait_until(
+        lambda t: squeezed(whole) in news_below(t) and drawn(t),
+        DEADLINE,
+        "the whole news in the conversation area",
+    )
+    status = talk.row(0)
+    assert status.startswith("Waiting for someone") and status.endswith(QUIT_ENDINGS), status
+    assert "(talk.sock is" not in status, "the note should go before the way out"
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(3, 10), (3, 12), (2, 10), (5, 19)])
+def test_a_terminal_too_small_says_the_size_it_needs(
+    spawn: Spawner, sock_path: str, rows: int, cols: int
+) -> None:
+    talk = spawn(sock_path, rows=rows, cols=cols)
+    need = f"{MIN_COLS}x{MIN_ROWS}"
+    talk.wait_until(lambda t: need in flowing(t.display), DEADLINE, f"{need} on the screen")
+    assert all(len(row) < cols for row in talk.display), talk.display

@@ -29,6 +29,8 @@ from terminal import (
     Spawner,
     Talk,
     child_env,
+    news_below,
+    squeezed,
     wait_until,
 )
 from world import World
@@ -40,13 +42,6 @@ People = dict[str, pwd.struct_passwd]
 def server(test_world: World) -> Iterator[SshServer]:
     with ssh_server(test_world) as running:
         yield running
-
-
-@pytest.fixture
-def spawn_screen(spawn_screen: Spawner, test_world: World) -> Spawner:
-    """Every program the test starts (logins, talk.py) runs in the test's world."""
-    spawn_screen.enter = test_world.enter
-    return spawn_screen
 
 
 @pytest.fixture
@@ -83,13 +78,13 @@ def forward(alice: Talk, local: str, remote: str) -> None:
 
 
 def test_a_call_to_bob_at_host_meets_bob_there_and_both_names_are_true(
-    spawn_screen: Spawner, code_dir: str, people: People, meeting_dir: str
+    spawn_in_world: Spawner, code_dir: str, people: People, meeting_dir: str
 ) -> None:
     pair = os.path.join(meeting_dir, "pair.sock")  # on "host": where its two talks meet
-    alice = log_in(spawn_screen, ALICE)
+    alice = log_in(spawn_in_world, ALICE)
     alice.type(talk_py(code_dir, f"{BOB}@localhost", "--socket", pair) + "\r")
     status(alice, f"Waiting for {BOB}")
-    bob = log_in(spawn_screen, BOB)
+    bob = log_in(spawn_in_world, BOB)
     bob.type(talk_py(code_dir, ALICE, "--socket", pair) + "\r")
     status(bob, f"Talking to {ALICE} (pid ")  # her talk, in her ssh session there
     status(alice, f"Talking to {BOB} (pid ")
@@ -103,9 +98,9 @@ def test_a_call_to_bob_at_host_meets_bob_there_and_both_names_are_true(
 
 
 def test_talk_missing_at_the_far_end_is_one_line(
-    spawn_screen: Spawner, code_dir: str, people: People
+    spawn_in_world: Spawner, code_dir: str, people: People
 ) -> None:
-    alice = log_in(spawn_screen, ALICE)
+    alice = log_in(spawn_in_world, ALICE)
     alice.type(talk_py(code_dir, f"{BOB}@localhost", env="env TALK_REMOTE=no-such-talk ") + "\r")
     assert exit_status(alice) == 1
     lines = [line for line in after_exit(alice).splitlines() if "talk" in line]
@@ -132,13 +127,13 @@ def test_ssh_that_cannot_connect_says_why_then_talk_says_one_line(
 
 
 def test_a_forwarded_socket_names_the_tunnel_on_both_ends(
-    spawn_screen: Spawner, code_dir: str, people: People, meeting_dir: str
+    spawn_in_world: Spawner, code_dir: str, people: People, meeting_dir: str
 ) -> None:
     far = os.path.join(meeting_dir, "far.sock")
-    bob = log_in(spawn_screen, BOB)
+    bob = log_in(spawn_in_world, BOB)
     bob.type(talk_py(code_dir, "--socket", far) + "\r")
     status(bob, "Waiting for someone")
-    alice = log_in(spawn_screen, ALICE)
+    alice = log_in(spawn_in_world, ALICE)
     near = f"/home/{ALICE}/near.sock"
     alice.type(f"rm -f {near}\r")
     forward(alice, near, far)
@@ -154,9 +149,9 @@ def test_a_forwarded_socket_names_the_tunnel_on_both_ends(
 
 
 def test_a_tunnel_with_nobody_at_the_far_end_says_so_and_exits_1(
-    spawn_screen: Spawner, code_dir: str, people: People, meeting_dir: str
+    spawn_in_world: Spawner, code_dir: str, people: People, meeting_dir: str
 ) -> None:
-    alice = log_in(spawn_screen, ALICE)
+    alice = log_in(spawn_in_world, ALICE)
     near = f"/home/{ALICE}/near.sock"
     alice.type(f"rm -f {near}\r")
     forward(alice, near, os.path.join(meeting_dir, "nobody.sock"))
@@ -170,26 +165,28 @@ def test_a_tunnel_with_nobody_at_the_far_end_says_so_and_exits_1(
 
 
 def test_a_private_call_never_calls_through_a_tunnel_nor_lets_one_in(
-    spawn_screen: Spawner, code_dir: str, people: People, meeting_dir: str
+    spawn_in_world: Spawner, code_dir: str, people: People, meeting_dir: str
 ) -> None:
     """bob waits for alice; alice's own tunnel to bob's place sits at the path her call to bob
     would use. Her talk does not call through it (that would hand a call to bob's talk and
     hang up on it), and bob's talk does not let in anyone who comes through ssh."""
     far = os.path.join(meeting_dir, "pair.sock")
-    bob = log_in(spawn_screen, BOB)
+    bob = log_in(spawn_in_world, BOB)
     quiet = f"env TALK_DAEMON={NO_TALK_DAEMON} "  # only the socket paths: no talkd
     bob.type(talk_py(code_dir, ALICE, "--socket", far, env=quiet) + "\r")
     status(bob, f"Waiting for {ALICE}")
-    alice = log_in(spawn_screen, ALICE)
+    alice = log_in(spawn_in_world, ALICE)
     near = os.path.join(meeting_dir, "near.sock")
     forward(alice, near, far)
     alice.type(talk_py(code_dir, BOB, "--socket", near, env=quiet) + "\r")
     alice.resize(24, 150)
-    status(alice, f"Waiting for {BOB} (near.sock is held by {ALICE})")
+    status(alice, f"Waiting for {BOB}")
+    held = squeezed(f"(near.sock is held by {ALICE})")
+    alice.wait_until(lambda t: held in news_below(t), DEADLINE, "the held place, below")
     assert f"Waiting for {ALICE}" in bob.row(0) and "Turned away" not in bob.row(0)
 
     # A plain talk through the same tunnel reaches bob's talk, which turns it away.
-    other = log_in(spawn_screen, ALICE)
+    other = log_in(spawn_in_world, ALICE)
     other.type(talk_py(code_dir, "--socket", near) + "\r")
     bob.resize(24, 150)
     status(bob, f"Turned away {ALICE} (through ssh, pid ")
@@ -222,9 +219,9 @@ def old_talk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_a_talk_too_old_at_the_far_end_is_one_line(
-    spawn_screen: Spawner, code_dir: str, people: People, old_talk: str
+    spawn_in_world: Spawner, code_dir: str, people: People, old_talk: str
 ) -> None:
-    alice = log_in(spawn_screen, ALICE)
+    alice = log_in(spawn_in_world, ALICE)
     remote = f"env TALK_REMOTE='python3 {old_talk}/talk.py' "
     alice.type(talk_py(code_dir, f"{BOB}@localhost", env=remote) + "\r")
     assert exit_status(alice) == 1
@@ -236,12 +233,12 @@ def test_a_talk_too_old_at_the_far_end_is_one_line(
 
 
 def test_ssh_says_what_it_says_when_it_says_it(
-    spawn_screen: Spawner, code_dir: str, people: People, meeting_dir: str
+    spawn_in_world: Spawner, code_dir: str, people: People, meeting_dir: str
 ) -> None:
     """A host that alice's ssh has not met: ssh adds its key and says so before the call
     starts, as a plain ssh does, not once the call is over."""
     pair = os.path.join(meeting_dir, "pair.sock")
-    alice = log_in(spawn_screen, ALICE)
+    alice = log_in(spawn_in_world, ALICE)
     alice.type(talk_py(code_dir, f"{BOB}@fresh", "--socket", pair) + "\r")
     status(alice, f"Waiting for {BOB}")
     said = bytes(alice.raw)
@@ -250,11 +247,11 @@ def test_ssh_says_what_it_says_when_it_says_it(
 
 
 def test_ctrl_c_at_sshs_question_ends_talk_as_the_signal_does(
-    spawn_screen: Spawner, code_dir: str, people: People
+    spawn_in_world: Spawner, code_dir: str, people: People
 ) -> None:
     """ssh asks about a host it does not know (alice's ssh has no configuration for this
     name); her Ctrl-C there ends ssh, and so talk, as an interrupt: 128 + 2, one line."""
-    alice = log_in(spawn_screen, ALICE)
+    alice = log_in(spawn_in_world, ALICE)
     alice.type(talk_py(code_dir, f"{BOB}@127.0.0.1") + "\r")
     alice.wait_until(lambda t: "continue connecting" in t.text(), DEADLINE, "ssh's question")
     alice.type("\x03")
@@ -266,12 +263,12 @@ def test_ctrl_c_at_sshs_question_ends_talk_as_the_signal_does(
 
 @pytest.mark.parametrize("name", ["-dash.sock", "-odd 'name\" $HOME\nend.sock"])
 def test_any_socket_path_reaches_the_far_talk_as_one_path(
-    spawn_screen: Spawner, code_dir: str, people: People, name: str
+    spawn_in_world: Spawner, code_dir: str, people: People, name: str
 ) -> None:
     """A path that starts with a dash (given as --socket=PATH), with spaces, quotes, a
     dollar and a newline: the far talk waits at exactly that path (relative: in alice's
     home there)."""
-    alice = log_in(spawn_screen, ALICE)
+    alice = log_in(spawn_in_world, ALICE)
     alice.type(talk_py(code_dir, f"{BOB}@localhost", f"--socket={name}") + "\r")
     status(alice, f"Waiting for {BOB}")
     far = os.path.join(people[ALICE].pw_dir, name)

@@ -16,6 +16,7 @@ import pwd
 import shlex
 import shutil
 import signal
+import socket
 import stat
 from collections.abc import Iterator
 
@@ -34,7 +35,16 @@ from talkd import (
     talk_daemon,
     then_status,
 )
-from terminal import DEADLINE, NO_TALK_DAEMON, Spawner, Talk, child_env, wait_until
+from terminal import (
+    DEADLINE,
+    NO_TALK_DAEMON,
+    Spawner,
+    Talk,
+    child_env,
+    news_below,
+    squeezed,
+    wait_until,
+)
 from world import World
 
 People = dict[str, pwd.struct_passwd]
@@ -45,13 +55,6 @@ def daemon(test_world: World) -> Iterator[World]:
     """The test's world, with a talk daemon on its 127.0.0.1:518."""
     with talk_daemon(test_world):
         yield test_world
-
-
-@pytest.fixture
-def spawn_screen(spawn_screen: Spawner, test_world: World) -> Spawner:
-    """Every program the test starts (logins, talk.py) runs in the test's world."""
-    spawn_screen.enter = test_world.enter
-    return spawn_screen
 
 
 @pytest.fixture
@@ -105,9 +108,14 @@ def alice_calls_bob(spawn: Spawner, code_dir: str, meeting: str) -> tuple[Talk, 
 
 
 def test_talk_py_calls_and_bob_answers_with_bsd_talk(
-    spawn_screen: Spawner, code_dir: str, people: People, daemon: World, bsd_talk: str, meeting: str
+    spawn_in_world: Spawner,
+    code_dir: str,
+    people: People,
+    daemon: World,
+    bsd_talk: str,
+    meeting: str,
 ) -> None:
-    alice, bob = alice_calls_bob(spawn_screen, code_dir, meeting)
+    alice, bob = alice_calls_bob(spawn_in_world, code_dir, meeting)
     bob.wait_until(lambda t: "Message from Talk_Daemon@" in t.text(), DEADLINE, "talkd's notice")
     assert f"talk: connection requested by {ALICE}@" in bob.text()
     assert f"respond with:  talk {ALICE}@" in bob.text()
@@ -143,10 +151,10 @@ def test_talk_py_calls_and_bob_answers_with_bsd_talk(
 
 
 def test_bob_calls_with_bsd_talk_and_alice_answers_with_talk_py(
-    spawn_screen: Spawner, code_dir: str, people: People, bsd_talk: str, meeting: str
+    spawn_in_world: Spawner, code_dir: str, people: People, bsd_talk: str, meeting: str
 ) -> None:
-    alice = log_in(spawn_screen, ALICE)
-    bob = log_in(spawn_screen, BOB)
+    alice = log_in(spawn_in_world, ALICE)
+    bob = log_in(spawn_in_world, BOB)
     bob.type(f"talk {ALICE}\r")
     alice.wait_until(
         lambda t: f"connection requested by {BOB}@" in t.text(), DEADLINE, "talkd's notice"
@@ -189,9 +197,14 @@ sys.stdout.write(repr(got))
 
 
 def test_mallory_at_alices_port_is_turned_away_and_bob_still_answers(
-    spawn_screen: Spawner, code_dir: str, people: People, daemon: World, bsd_talk: str, meeting: str
+    spawn_in_world: Spawner,
+    code_dir: str,
+    people: People,
+    daemon: World,
+    bsd_talk: str,
+    meeting: str,
 ) -> None:
-    alice, bob = alice_calls_bob(spawn_screen, code_dir, meeting)
+    alice, bob = alice_calls_bob(spawn_in_world, code_dir, meeting)
     mallory = daemon.run(
         [python_for_others(), *as_user(people[MALLORY], "-c", _MALLORY_CALLS, BOB, ALICE)]
     )
@@ -204,9 +217,9 @@ def test_mallory_at_alices_port_is_turned_away_and_bob_still_answers(
 
 
 def test_bob_answers_with_talk_py_after_talkds_notice(
-    spawn_screen: Spawner, code_dir: str, people: People, daemon: World, meeting: str
+    spawn_in_world: Spawner, code_dir: str, people: People, daemon: World, meeting: str
 ) -> None:
-    alice, bob = alice_calls_bob(spawn_screen, code_dir, meeting)
+    alice, bob = alice_calls_bob(spawn_in_world, code_dir, meeting)
     bob.wait_until(lambda t: "Message from Talk_Daemon@" in t.text(), DEADLINE, "talkd's notice")
     run_talk_py(bob, code_dir, meeting, ALICE)
     status(bob, f"Talking to {ALICE} (pid ")  # on the UNIX meeting path: the pid is known
@@ -220,9 +233,9 @@ def test_bob_answers_with_talk_py_after_talkds_notice(
 
 @pytest.mark.parametrize("how", ["dot", "ctrl-c", "sigterm"])
 def test_the_invitation_is_withdrawn_however_talk_ends(
-    spawn_screen: Spawner, code_dir: str, people: People, daemon: World, how: str, meeting: str
+    spawn_in_world: Spawner, code_dir: str, people: People, daemon: World, how: str, meeting: str
 ) -> None:
-    alice, _bob = alice_calls_bob(spawn_screen, code_dir, meeting)
+    alice, _bob = alice_calls_bob(spawn_in_world, code_dir, meeting)
     assert invitation_of(daemon, ALICE, BOB) == SUCCESS
     if how == "dot":
         alice.type(".\r")
@@ -237,19 +250,40 @@ def test_the_invitation_is_withdrawn_however_talk_ends(
 
 @pytest.mark.parametrize("case", ["not logged in", "refusing messages"])
 def test_the_daemons_answer_is_the_status_line(
-    spawn_screen: Spawner, code_dir: str, people: People, case: str, meeting: str
+    spawn_in_world: Spawner, code_dir: str, people: People, case: str, meeting: str
 ) -> None:
     callee = CAROL if case == "not logged in" else BOB  # carol never logs in
     if case == "refusing messages":
-        log_in(spawn_screen, BOB, mesg=False)
-    alice = log_in(spawn_screen, ALICE)
+        log_in(spawn_in_world, BOB, mesg=False)
+    alice = log_in(spawn_in_world, ALICE)
     run_talk_py(alice, code_dir, meeting, callee)
     status(alice, f"Waiting for {callee}: {callee} is {case}")
+    if case == "refusing messages":  # and what bob can do, in the whole news below
+        lister = f"python3 {code_dir}/talk.py --list --socket {meeting}"
+        whole = f"{BOB} is refusing messages (mesg n): mesg y lets them be told; "
+        whole += f"{BOB} finds the call with {lister}"
+        alice.wait_until(lambda t: squeezed(whole) in news_below(t), DEADLINE, "what bob can do")
+
+
+def test_at_80_columns_the_status_line_says_who_was_told_before_which_places_are_held(
+    spawn_in_world: Spawner, code_dir: str, people: People, meeting: str
+) -> None:
+    """A socket of root's at the meeting place, which alice may not use: a note, after
+    what matters."""
+    left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    left.bind(meeting)
+    left.close()  # a socket file that nobody listens on, which alice may not remove
+    log_in(spawn_in_world, BOB)
+    alice = log_in(spawn_in_world, ALICE)
+    run_talk_py(alice, code_dir, meeting, BOB)
+    status(alice, f"Waiting for {BOB}: the talk daemon told {BOB} - ")
+    note = squeezed("(pair.sock is a socket of root's")
+    alice.wait_until(lambda t: note in news_below(t), DEADLINE, "the held place, below")
 
 
 @pytest.mark.parametrize("whose", ["root's", "alice's own"])
 def test_without_a_daemon_debians_write_cannot_tell_bob_and_the_status_says_so(
-    spawn_screen: Spawner, code_dir: str, people: People, meeting: str, whose: str
+    spawn_in_world: Spawner, code_dir: str, people: People, meeting: str, whose: str
 ) -> None:
     """The command the status line gives bob names a talk.py only root can change; a copy
     of alice's own (she could change it under him) is not named by its path."""
@@ -261,11 +295,13 @@ def test_without_a_daemon_debians_write_cannot_tell_bob_and_the_status_says_so(
     program = code_dir if whose == "root's" else readable_copy(owner=people[ALICE])
     lister = f"python3 {code_dir}/talk.py" if whose == "root's" else "talk.py"
     try:
-        bob = log_in(spawn_screen, BOB)
+        bob = log_in(spawn_in_world, BOB)
         before = bob.text()
-        alice = log_in(spawn_screen, ALICE)
+        alice = log_in(spawn_in_world, ALICE)
         run_talk_py(alice, program, meeting, BOB, env=f"env TALK_DAEMON={NO_TALK_DAEMON} ")
-        status(alice, f"Waiting for {BOB}: no talk daemon answers")
+        status(alice, f"Waiting for {BOB}: {BOB} was not told")  # at 80 columns
+        finds = squeezed(f"{BOB} finds the call with {lister} --list --socket {meeting}")
+        alice.wait_until(lambda t: finds in news_below(t), DEADLINE, "how bob finds it, below")
         alice.resize(24, 250)  # the whole status line
         alice.wait_until(
             lambda t: (
@@ -282,11 +318,11 @@ def test_without_a_daemon_debians_write_cannot_tell_bob_and_the_status_says_so(
 
 
 def test_root_reaches_bob_through_debians_write(
-    spawn_screen: Spawner, code_dir: str, people: People, sock_path: str
+    spawn_in_world: Spawner, code_dir: str, people: People, sock_path: str
 ) -> None:
     """root may write to any terminal: there write(1) works as Debian ships it."""
-    bob = log_in(spawn_screen, BOB)
-    root = spawn_screen(
+    bob = log_in(spawn_in_world, BOB)
+    root = spawn_in_world(
         "",
         args=[os.path.join(code_dir, "talk.py"), BOB, "--socket", sock_path],
         env={**os.environ, "TALK_DAEMON": NO_TALK_DAEMON, "TERM": "xterm"},
@@ -331,13 +367,13 @@ print("done")
 
 @pytest.mark.parametrize("callee", ["bob", "root"])
 def test_a_caller_who_hangs_up_at_once_is_nobody_and_alice_waits_on(
-    spawn_screen: Spawner, code_dir: str, people: People, daemon: World, meeting: str, callee: str
+    spawn_in_world: Spawner, code_dir: str, people: People, daemon: World, meeting: str, callee: str
 ) -> None:
     """What the kernel's table holds for a caller that has already closed names root: talk
     takes a name only from a live connection, and a caller gone before talk answers is a
     caller who left, not a crash."""
     login = BOB if callee == "bob" else "root"
-    alice = log_in(spawn_screen, ALICE)
+    alice = log_in(spawn_in_world, ALICE)
     run_talk_py(alice, code_dir, meeting, login)
     status(alice, f"Waiting for {login}")
     mallory = daemon.run(
@@ -346,12 +382,12 @@ def test_a_caller_who_hangs_up_at_once_is_nobody_and_alice_waits_on(
     assert mallory.stdout == "done\n", mallory.stderr
     # The real callee answers: alice's talk is still there, and lets in only them.
     if callee == "bob":
-        bob = log_in(spawn_screen, BOB)
+        bob = log_in(spawn_in_world, BOB)
         run_talk_py(bob, code_dir, meeting, ALICE)
     else:
         env = child_env(TALK_DAEMON="127.0.0.1:518")
         args = [os.path.join(code_dir, "talk.py"), ALICE, "--socket", meeting]
-        spawn_screen("", args=args, env=env, cwd=code_dir)
+        spawn_in_world("", args=args, env=env, cwd=code_dir)
     status(alice, f"Talking to {login} (pid ")
     assert "I am root" not in alice.text()
 
@@ -370,9 +406,9 @@ print("left", answer)
 
 
 def test_a_forged_invitation_to_a_talk_of_bobs_that_is_busy_is_skipped(
-    spawn_screen: Spawner, code_dir: str, people: People, daemon: World, sticky_dir: str
+    spawn_in_world: Spawner, code_dir: str, people: People, daemon: World, sticky_dir: str
 ) -> None:
-    bob = log_in(spawn_screen, BOB)
+    bob = log_in(spawn_in_world, BOB)
     run_talk_py(bob, code_dir, os.path.join(sticky_dir, "bob.sock"), MALLORY)
     status(bob, f"Waiting for {MALLORY}")
     wait_until(lambda: invitation_of(daemon, BOB, MALLORY) == SUCCESS, DEADLINE, "bob's invitation")
@@ -380,7 +416,7 @@ def test_a_forged_invitation_to_a_talk_of_bobs_that_is_busy_is_skipped(
         [python_for_others(), *as_user(people[MALLORY], "-c", _FORGES, BOB, ALICE, MALLORY)]
     )
     assert mallory.stdout == "left 0\n", mallory.stderr
-    alice = log_in(spawn_screen, ALICE)
+    alice = log_in(spawn_in_world, ALICE)
     run_talk_py(alice, code_dir, os.path.join(sticky_dir, "alice.sock"), BOB)
     alice.resize(24, 200)
     status(alice, f"Waiting for {BOB} (127.0.0.1:")

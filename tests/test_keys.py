@@ -206,3 +206,30 @@ def test_deleting_at_the_end_of_a_scrolled_line_brings_earlier_text_back() -> No
         line.backspace()
     shown, x = line.view(20)
     assert shown == "aaaaa" and x == 5
+
+
+@pytest.mark.parametrize("where", ["end", "middle"])
+def test_a_key_on_a_long_line_measures_only_what_is_in_view(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """What a key costs does not grow with the line: of a 2000-character line, only the
+    characters around the cursor are looked at again."""
+    line = InputLine()
+    for ch in "word " * 400:
+        line.insert(ch)
+    if where == "middle":
+        for _ in range(1000):
+            line.left()
+    line.view(80)
+    looked_at: list[str] = []
+    real_glyph = talk.glyph
+
+    def counted_glyph(ch: str) -> str:
+        looked_at.append(ch)
+        return real_glyph(ch)
+
+    monkeypatch.setattr(talk, "glyph", counted_glyph)
+    line.insert("y")
+    text, x = line.view(80)
+    assert text[x - 1] == "y" and len(text) <= 80
+    assert len(looked_at) <= 2 * 80, len(looked_at)
