@@ -85,7 +85,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Union, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, NoReturn, Union, cast
 
 if TYPE_CHECKING:  # imported where they are used, not at start-up, which is a budget
     import argparse
@@ -2368,7 +2368,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=command_name(),
         usage=(
-            "%(prog)s [--socket PATH] [USER]\n       %(prog)s --list [--socket PATH]\n"
+            "%(prog)s [--socket PATH] [USER [TTY]]\n       %(prog)s --list [--socket PATH]\n"
             "       %(prog)s --version"
         ),
         formatter_class=HelpFormatter,
@@ -2397,6 +2397,12 @@ def make_parser() -> argparse.ArgumentParser:
         "that runs talk there)",
     )
     parser.add_argument(
+        "tty",
+        metavar="TTY",
+        nargs="?",
+        help="with USER, as talk(1) takes it: tell USER on this terminal only (pts/3)",
+    )
+    parser.add_argument(
         "--socket",
         metavar="PATH",
         help=f"the UNIX socket to meet on (default: {PATH}, or for a call to USER a path "
@@ -2418,6 +2424,11 @@ class Options(NamedTuple):
     user: str | None = None  # the person to call, if any
     socket: str | None = None  # --socket PATH
     list: bool = False  # --list
+    tty: str | None = None  # the terminal of theirs to tell, if only one
+
+
+#: What a command line that talk cannot take exits with (as argparse's own errors do).
+USAGE_ERROR = 2
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -2426,10 +2437,29 @@ def parse_args(argv: list[str] | None) -> Options:
         # argparse imported, nor its help made from the key table): start-up is a budget.
         return Options()
     parser = make_parser()
+
+    def error(message: str) -> NoReturn:
+        """One line, with the prefix of every other error talk prints."""
+        say(f"talk: {printable(message)} (see {parser.prog} --help)\n")
+        sys.exit(USAGE_ERROR)
+
+    parser.error = error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     if args.list and args.user is not None:
         parser.error("--list takes no USER")
-    return Options(args.user, args.socket, args.list)
+    tty = None if args.tty is None else terminal_name(args.tty)
+    if args.tty is not None and tty is None:
+        parser.error(f"{args.tty!r} is not the name of a terminal (such as pts/3)")
+    return Options(args.user, args.socket, args.list, tty)
+
+
+def terminal_name(name: str) -> str | None:
+    """``pts/3`` for ``pts/3`` or ``/dev/pts/3``, as the login records name terminals; None
+    for what cannot be one (it must fit talk(1)'s 16 bytes and stay under /dev)."""
+    name = name.removeprefix("/dev/")
+    parts = name.split("/")
+    fits = 0 < len(name.encode()) < 16 and all(re.fullmatch(r"[\w.-]+", p) for p in parts)
+    return name if fits and ".." not in parts and "." not in parts else None
 
 
 def command_name() -> str:
@@ -2452,9 +2482,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.user is None:
             meeting = Meeting(args.socket or PATH)  # the guide's program
         elif "@" in args.user:
-            return call_across(args.user, args.socket)  # Part II: on another machine
+            return call_across(args.user, args.socket, args.tty)  # Part II: on another machine
         else:
-            meeting = private_call(args.user, args.socket)  # Part II
+            meeting = private_call(args.user, args.socket, args.tty)  # Part II
         check_terminal()
         reason, status = asyncio.run(converse(meeting, crashes))
     except TalkError as e:
@@ -2520,8 +2550,10 @@ class PrivateCall(Meeting):
         base: str,
         answer: str,
         lister: str = "talk.py --list",
+        tty: str | None = None,
     ) -> None:
         self.login = callee.pw_name
+        self.tty = tty  # the one terminal of theirs to tell, if they said which (talk(1)'s)
         self.uid = callee.pw_uid
         self.me = me.pw_name
         self.places = places_from(base)
@@ -2577,7 +2609,7 @@ class PrivateCall(Meeting):
                 if invitation is not None:
                     told = await invitation.announce(self.login, self.lister)
                 else:
-                    told = await tell(self.login, notice, self.lister)
+                    told = await tell(self.login, notice, self.lister, self.tty)
                 again = "" if n == 1 else f" (again: {n} of {TELL_TIMES})"
                 pubpen.publish("info", self.told(held, told, again))
                 await asyncio.sleep(TELL_EVERY)
@@ -2613,13 +2645,14 @@ def find_user(name: str) -> pwd.struct_passwd:
         raise TalkError(f"no such user: {printable(name)}") from None
 
 
-def private_call(name: str, socket_option: str | None) -> PrivateCall:
-    """The call to ``name``: who, where the two meet, and how they answer."""
+def private_call(name: str, socket_option: str | None, tty: str | None = None) -> PrivateCall:
+    """The call to ``name`` (told on ``tty`` only, if given): who, where the two meet, and
+    how they answer."""
     callee = find_user(name)
     me = pwd.getpwuid(os.getuid())
     base = socket_option or meeting_path(os.path.dirname(PATH), me.pw_uid, callee.pw_uid)
     answer = answer_command(me.pw_name, socket_option)
-    return PrivateCall(callee, me, base, answer, list_command(socket_option))
+    return PrivateCall(callee, me, base, answer, list_command(socket_option), tty)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2705,8 +2738,9 @@ class TalkDaemon:
     Who connects is asked of the kernel.
     """
 
-    def __init__(self, me: str, other: str) -> None:
+    def __init__(self, me: str, other: str, tty: str | None = None) -> None:
         self.me, self.other = talkd_name(me), talkd_name(other)
+        self.tty = (tty or "").encode()  # where to tell them, if on one terminal only
         self.meet_at = ("0.0.0.0", 0)  # where our TCP port waits, for invitations
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
@@ -2742,7 +2776,7 @@ class TalkDaemon:
         me = osockaddr(self.sock.getsockname())
         return CTL_MSG.pack(
             TALK_VERSION, kind, 0, 0, id_num, osockaddr(self.meet_at), me, os.getpid(),
-            self.me, self.other, b"",
+            self.me, self.other, self.tty,
         )  # fmt: skip
 
     def forget(self, ids: Iterable[int]) -> None:
@@ -2771,7 +2805,7 @@ class Invitation:
     @classmethod
     async def leave(cls, pubpen: PubPen, call: PrivateCall, waiting: Call) -> Invitation | None:
         """Open the port and leave the invitation; None if no talk daemon answers."""
-        daemon = TalkDaemon(call.me, call.login)
+        daemon = TalkDaemon(call.me, call.login, call.tty)
         try:
             server = await pubpen.loop.create_server(
                 partial(Doorkeeper, call, waiting, TalkdProtocol), "127.0.0.1", 0
@@ -3087,7 +3121,13 @@ MAX_UTMP_BYTES = 4 * 1024 * 1024
 
 
 def logged_in_terminals(login: str, utmp: str) -> list[str]:
-    """The terminals (``pts/3``) where ``login`` is logged in, from the login records.
+    """The terminals (``pts/3``) where ``login`` is logged in, from the login records."""
+    found = [line for user, line in logins(utmp) if user == login]
+    return list(dict.fromkeys(found))
+
+
+def logins(utmp: str) -> list[tuple[str, str]]:
+    """Who is logged in on which terminal (``bob``, ``pts/3``), from the login records.
 
     Only a regular file is read, and opening it never waits: a FIFO or a device named by
     TALK_UTMP would block the loop, and with it the keyboard and Ctrl-C.
@@ -3105,21 +3145,15 @@ def logged_in_terminals(login: str, utmp: str) -> list[str]:
         return []
     finally:
         os.close(fd)
-    terminals = []
+    found = []
     size = UTMP_RECORD.size
     for start in range(0, len(data) - size + 1, size):
         fields = UTMP_RECORD.unpack_from(data, start)
         kind, line, user = fields[0], fields[2], fields[4]
         line_name = line.split(b"\0")[0].decode("utf-8", "replace")
-        if (
-            kind == USER_PROCESS
-            and user.split(b"\0")[0].decode("utf-8", "replace") == login
-            and line_name
-            and ".." not in line_name.split("/")
-            and line_name not in terminals
-        ):
-            terminals.append(line_name)
-    return terminals
+        if kind == USER_PROCESS and line_name and ".." not in line_name.split("/"):
+            found.append((user.split(b"\0")[0].decode("utf-8", "replace"), line_name))
+    return found
 
 
 def accepts_messages(terminal: str) -> bool:
@@ -3236,19 +3270,21 @@ def answer_command(caller: str, socket_option: str | None) -> str:
     return f"{talk_command()} {shlex.quote(caller)}{socket_words(socket_option)}"
 
 
-async def tell(login: str, notice: str, lister: str = "talk.py --list") -> str:
-    """Send ``notice`` to each of ``login``'s terminals that accepts messages, through
-    write(1), where it may write to them; return what happened, for the status line (where
-    nobody can be told, that ``lister`` finds the call).
+async def tell(
+    login: str, notice: str, lister: str = "talk.py --list", tty: str | None = None
+) -> str:
+    """Send ``notice`` to each of ``login``'s terminals (only ``tty``, if given) that accepts
+    messages, through write(1), where it may write to them; return what happened, for the
+    status line (where nobody can be told, that ``lister`` finds the call).
 
     Nothing write(1) prints can reach talk's screen: its output is read here, and it runs
     in a session of its own, without a controlling terminal.
     """
     terminals = logged_in_terminals(login, os.environ.get(UTMP_ENV, UTMP_PATH))
     mine = own_terminal()
-    terminals = [t for t in terminals if t != mine]
+    terminals = [t for t in terminals if t != mine and tty in (None, t)]
     if not terminals:
-        return f"{login} is not logged in"
+        return f"{login} is not logged in" + ("" if tty is None else f" on {tty}")
     open_terminals = [t for t in terminals if accepts_messages(t)]
     if not open_terminals:
         return refusing_messages(login, lister)
@@ -3354,6 +3390,8 @@ def list_waiting(socket_option: str | None) -> int:
         base = meeting_path(directory, low, high)
         option = "" if directory == os.path.dirname(PATH) else socket_words(base)
         lines.append(f"{caller} is waiting to talk to you: {here} {shlex.quote(caller)}{option}")
+    listed = {line.partition(" ")[0] for line in lines}
+    lines += invited_by(set(map(printable, waiting_at_the_daemon())) - listed, here)
     option = socket_words(socket_option)
     for place in places_from(shared):
         st = listener_at(place, live)
@@ -3371,6 +3409,41 @@ def list_waiting(socket_option: str | None) -> int:
         lines.append("(talk cannot tell here whether these are still there or left over)")
     print("\n".join(lines) if lines else "Nobody is waiting to talk to you.")
     return 0
+
+
+def waiting_at_the_daemon() -> list[str]:
+    """Who has left an invitation for you with the talk daemon (they ran ``talk you``, ytalk
+    or ``talk.py you``). The daemon lists nothing: each person logged in is looked up, as
+    their talk(1) would look them up. Its word, not the kernel's: the command that answers
+    asks the kernel whose the invitation's port is."""
+    me = pwd.getpwuid(os.getuid()).pw_name
+    others = sorted({user for user, _ in logins(os.environ.get(UTMP_ENV, UTMP_PATH))} - {me})
+
+    async def look_up_all() -> list[Answer | None]:
+        daemons = [TalkDaemon(me, other) for other in others]
+        try:
+            return await asyncio.gather(*(daemon.ask(LOOK_UP) for daemon in daemons))
+        finally:
+            for daemon in daemons:
+                daemon.close()
+
+    answers = asyncio.run(look_up_all()) if others else []
+    return [
+        other
+        for other, answer in zip(others, answers)
+        if answer is not None and answer.answer == SUCCESS and answer.address is not None
+    ]
+
+
+def invited_by(callers: Iterable[str], here: str) -> list[str]:
+    """The lines of --list for invitations left with the talk daemon by ``callers``."""
+    import shlex
+
+    return [
+        f"{caller} is waiting to talk to you, says the talk daemon (talk(1) or ytalk): "
+        f"{here} {shlex.quote(caller)}"
+        for caller in sorted(callers)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -3394,7 +3467,7 @@ REMOTE_SCRIPT = (
 )
 
 
-def call_across(who: str, socket_option: str | None) -> int:
+def call_across(who: str, socket_option: str | None, tty: str | None = None) -> int:
     """``talk.py bob@host``: run the call on ``host``, through ssh (the user's own ssh, with
     their configuration, keys, agent and known hosts): there it is a private call to bob,
     so both names come from that machine's kernel, and the caller is whoever ssh logged in.
@@ -3409,7 +3482,7 @@ def call_across(who: str, socket_option: str | None) -> int:
     talk = os.environ.get(REMOTE_ENV) or talk_command(for_others=False)
     if not (os.isatty(sys.stdin.fileno()) and os.isatty(sys.stdout.fileno())):
         raise TalkError("a call to another machine needs a terminal")
-    command = remote_command(talk, login, socket_option)
+    command = remote_command(talk, login, socket_option, tty)
     try:
         process = subprocess.Popen([*ssh, "-t", "--", host, command], stderr=subprocess.PIPE)
     except OSError as e:
@@ -3444,13 +3517,15 @@ def call_across(who: str, socket_option: str | None) -> int:
     return process.returncode
 
 
-def remote_command(talk: str, login: str, socket_option: str | None) -> str:
+def remote_command(talk: str, login: str, socket_option: str | None, tty: str | None = None) -> str:
     """What ssh has the other machine run: ``talk`` (a command line for sh there) calling
-    ``login``, at the same ``--socket`` if one was given, whatever the login shell there."""
+    ``login`` (on ``tty`` there, if given), at the same ``--socket`` if one was given,
+    whatever the login shell there."""
     import shlex
 
     # One word whatever the path: "--socket=-x" is not taken for an option there.
-    arguments = [login] + ([] if socket_option is None else [f"--socket={socket_option}"])
+    arguments = [login] + ([] if tty is None else [tty])
+    arguments += [] if socket_option is None else [f"--socket={socket_option}"]
     script = REMOTE_SCRIPT.format(
         talk=talk, arguments=shlex.join(arguments), missing=REMOTE_MISSING, old=REMOTE_TOO_OLD
     )

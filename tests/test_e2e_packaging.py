@@ -256,9 +256,13 @@ def test_an_ordinary_user_installs_from_a_clone_they_may_not_write(
     version = as_packager(user, [str(bin_dir / "pubtalk"), "--version"], bin_dir)
     assert (version.returncode, version.stdout) == (0, f"pubtalk {pubmarine.__version__}\n")
     helped = as_packager(user, [str(bin_dir / "pubtalk"), "--help"], bin_dir)
-    assert helped.stdout.startswith("usage: pubtalk [--socket PATH] [USER]\n"), helped.stdout
+    assert helped.stdout.startswith("usage: pubtalk [--socket PATH] [USER [TTY]]\n"), helped.stdout
     manual = bin_dir.parent / "share" / "man" / "man1" / "pubtalk.1"
     assert manual.read_bytes() == (REPO_ROOT / "pubtalk.1").read_bytes(), "no manual page"
+    if shutil.which("man"):  # as the README says: found once the environment's bin is on PATH
+        path = f"{bin_dir}:/usr/bin:/bin"
+        found = as_packager(user, ["/usr/bin/env", f"PATH={path}", "man", "-w", "pubtalk"], bin_dir)
+        assert found.stdout.strip() == str(manual), found
     script = "import importlib.metadata as m; d = m.metadata('talk-pubmarine')\n"
     script += "print(d['Version'], d['Author'], sep='|')"
     metadata = as_packager(user, [str(bin_dir / "python"), "-c", script], bin_dir)

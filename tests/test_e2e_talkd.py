@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shlex
 import shutil
 import signal
@@ -429,3 +430,63 @@ def test_a_forged_invitation_to_a_talk_of_bobs_that_is_busy_is_skipped(
         "alice waiting on, having skipped the forged invitation",
     )
     assert f"Waiting for {MALLORY}" in bob.row(0), "bob's call was disturbed"
+
+
+def terminal_of(shell: Talk) -> str:
+    """The terminal a login shell is on (``pts/3``), as tty(1) says it."""
+    shell.type("tty\r")
+    shell.wait_until(lambda t: re.search(r"/dev/(pts/\d+)", t.text()), DEADLINE, "tty's answer")
+    found = re.search(r"/dev/(pts/\d+)", shell.text())
+    assert found is not None
+    return found[1]
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_a_terminal_named_after_the_user_is_the_only_one_told(
+    spawn_in_world: Spawner, code_dir: str, people: People, meeting: str, which: int
+) -> None:
+    """talk(1)'s ``talk user ttyname``: bob is logged in twice; the daemon tells him on the
+    terminal alice names, whichever it is."""
+    bobs = [log_in(spawn_in_world, BOB) for _ in range(2)]
+    ttys = [terminal_of(bob) for bob in bobs]
+    alice = log_in(spawn_in_world, ALICE)
+    run_talk_py(alice, code_dir, meeting, BOB, ttys[which])
+    status(alice, f"Waiting for {BOB}: the talk daemon told {BOB}")
+    told = bobs[which]
+    told.wait_until(lambda t: "Message from Talk_Daemon@" in t.text(), DEADLINE, "the notice")
+
+
+def test_root_tells_bob_through_write_on_the_terminal_named_only(
+    spawn_in_world: Spawner, code_dir: str, people: People, sock_path: str
+) -> None:
+    bobs = [log_in(spawn_in_world, BOB) for _ in range(2)]
+    ttys = [terminal_of(bob) for bob in bobs]
+    before = bobs[0].text()
+    root = spawn_in_world(
+        "",
+        args=[os.path.join(code_dir, "talk.py"), BOB, ttys[1], "--socket", sock_path],
+        env=child_env(),  # no talk daemon: write(1)
+        cwd=code_dir,
+    )
+    root.wait_until(
+        lambda t: t.row(0).startswith(f"Waiting for {BOB}: told {BOB} on {ttys[1]} - "),
+        DEADLINE,
+        "told on that terminal only",
+    )
+    bobs[1].wait_until(lambda t: "root wants to talk." in t.text(), DEADLINE, "the notice")
+    assert bobs[0].text() == before, "bob's other terminal was written to"
+
+
+def test_list_shows_a_talk1_caller_and_the_command_that_answers(
+    spawn_in_world: Spawner, code_dir: str, people: People, bsd_talk: str, meeting: str
+) -> None:
+    alice = log_in(spawn_in_world, ALICE)
+    bob = log_in(spawn_in_world, BOB)
+    bob.type(f"talk {ALICE}\r")
+    alice.wait_until(lambda t: f"requested by {BOB}@" in t.text(), DEADLINE, "talkd's notice")
+    alice.type(then_status(shlex.join([python_for_others(), f"{code_dir}/talk.py", "--list"])))
+    alice.type("\r")
+    assert exit_status(alice) == 0
+    answer = f"python3 {code_dir}/talk.py {BOB}"
+    said = f"{BOB} is waiting to talk to you, says the talk daemon (talk(1) or ytalk): {answer}"
+    assert squeezed(said) in squeezed(alice.text()), alice.text()

@@ -58,9 +58,42 @@ def test_help_and_version_name_the_command_that_was_run() -> None:
 
     helped = run_talk("--help")
     assert helped.returncode == 0, helped.stderr
-    assert helped.stdout.startswith("usage: talk.py [--socket PATH] [USER]\n"), helped.stdout
+    assert helped.stdout.startswith("usage: talk.py [--socket PATH] [USER [TTY]]\n"), helped.stdout
     version = run_talk("--version")
     assert (version.returncode, version.stdout) == (0, f"talk.py {pubmarine.__version__}\n")
+
+
+_AS_PUBTALK = "import sys; sys.argv[0] = 'pubtalk'; import talk; sys.exit(talk.main())"
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--list", "bob"], "--list takes no USER"),
+        (["bob", "../etc/passwd"], "'../etc/passwd' is not the name of a terminal (such as pts/3)"),
+        (["bob", "pts/1", "extra"], "unrecognized arguments: extra"),
+    ],
+)
+@pytest.mark.parametrize("command", ["talk.py", "pubtalk"])
+def test_a_wrong_command_line_is_one_line_with_talks_prefix_and_status_2(
+    args: list[str], why: str, command: str
+) -> None:
+    """Whatever the command is called, its errors all begin "talk:", as the manual says; a
+    wrong command line exits 2, which the manual lists."""
+    if command == "talk.py":
+        result = run_talk(*args)
+    else:
+        result = subprocess.run(
+            [sys.executable, "-c", _AS_PUBTALK, *args],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"talk: {why} (see {command} --help)\n"
+    assert "2 when the command line is wrong" in plain(man_page_text())
 
 
 def test_the_version_is_in_one_place() -> None:
