@@ -2675,11 +2675,11 @@ OSOCKADDR = struct.Struct("!HH4s8x")
 TALK_VERSION = 1
 LEAVE_INVITE, LOOK_UP, DELETE, ANNOUNCE = range(4)
 SUCCESS = 0
-#: talkd's answers to an announcement, for the status line (NOT_HERE, FAILED,
-#: PERMISSION_DENIED); any other is given by number.
+#: talkd's answers to an announcement, for the status line, fullest first (NOT_HERE, FAILED;
+#: PERMISSION_DENIED, mesg n, says what can be done); any other is given by number.
 ANNOUNCE_ANSWERS = {
-    1: "{login} is not logged in",
-    2: "the talk daemon could not tell {login}",
+    1: ("{login} is not logged in", "not logged in"),
+    2: ("the talk daemon could not tell {login}", "not told"),
 }
 PERMISSION_DENIED = 4
 #: An id that no invitation has: what talk(1) sends before the daemon gave it one.
@@ -2840,11 +2840,13 @@ class Invitation:
             return "the talk daemon stopped answering"
         self.announced = told.id
         if told.answer == SUCCESS:
-            return News(f"the talk daemon told {login}", f"talkd told {login}")
+            return News(
+                f"the talk daemon told {login}", f"talkd told {login}", "told by talkd", "told"
+            )
         if told.answer == PERMISSION_DENIED:
             return refusing_messages(login, lister)
-        why = ANNOUNCE_ANSWERS.get(told.answer, "the talk daemon said no ({answer})")
-        return why.format(login=login, answer=told.answer)
+        why = ANNOUNCE_ANSWERS.get(told.answer, ("the talk daemon said no ({answer})", "not told"))
+        return News(*(form.format(login=login, answer=told.answer) for form in why))
 
     def withdraw(self) -> None:
         """Nobody may answer any more: delete the invitations and close the port (a caller
@@ -3284,7 +3286,8 @@ async def tell(
     mine = own_terminal()
     terminals = [t for t in terminals if t != mine and tty in (None, t)]
     if not terminals:
-        return f"{login} is not logged in" + ("" if tty is None else f" on {tty}")
+        where = "" if tty is None else f" on {tty}"
+        return News(f"{login} is not logged in{where}", f"not logged in{where}", "not told")
     open_terminals = [t for t in terminals if accepts_messages(t)]
     if not open_terminals:
         return refusing_messages(login, lister)
@@ -3297,7 +3300,8 @@ async def tell(
         open_terminals = [t for t in open_terminals if may_write_to(t, write)]
         why = "no talk daemon answers and write(1) may not write to other terminals here"
     if write is None or not open_terminals:
-        return News(f"{why}; {finds}", f"{login} was not told; {finds}", f"{login} was not told")
+        not_told = f"{login} was not told"
+        return News(f"{why}; {finds}", f"{not_told}; {finds}", not_told, "not told")
     told: list[str] = []
     failed: list[str] = []
     for terminal in open_terminals:
@@ -3324,7 +3328,7 @@ async def tell(
         news.append(f"told {login} on {', '.join(told)}")
     if failed:
         news.append(f"write(1) failed on {', '.join(failed)}")
-    return "; ".join(news)
+    return News("; ".join(news), "told" if told else "not told")
 
 
 def refusing_messages(login: str, lister: str) -> News:
@@ -3335,6 +3339,7 @@ def refusing_messages(login: str, lister: str) -> News:
         f"{login} is refusing messages (mesg n): mesg y lets them be told; {finds}",
         f"{login} is refusing messages; {finds}",
         f"{login} is refusing messages",
+        "refusing messages",
     )
 
 

@@ -266,8 +266,9 @@ def test_the_daemons_answer_is_the_status_line(
         alice.wait_until(lambda t: squeezed(whole) in news_below(t), DEADLINE, "what bob can do")
 
 
-def test_at_80_columns_the_status_line_says_who_was_told_before_which_places_are_held(
-    spawn_in_world: Spawner, code_dir: str, people: People, meeting: str
+@pytest.mark.parametrize("cols", [80, 40])
+def test_a_narrow_status_line_says_who_was_told_before_which_places_are_held(
+    spawn_in_world: Spawner, code_dir: str, people: People, meeting: str, cols: int
 ) -> None:
     """A socket of root's at the meeting place, which alice may not use: a note, after
     what matters."""
@@ -276,8 +277,10 @@ def test_at_80_columns_the_status_line_says_who_was_told_before_which_places_are
     left.close()  # a socket file that nobody listens on, which alice may not remove
     log_in(spawn_in_world, BOB)
     alice = log_in(spawn_in_world, ALICE)
+    alice.resize(24, cols)
     run_talk_py(alice, code_dir, meeting, BOB)
-    status(alice, f"Waiting for {BOB}: the talk daemon told {BOB} - ")
+    told = f"the talk daemon told {BOB}" if cols == 80 else "told"
+    status(alice, f"Waiting for {BOB}: {told} - ")
     note = squeezed("(pair.sock is a socket of root's")
     alice.wait_until(lambda t: note in news_below(t), DEADLINE, "the held place, below")
 
