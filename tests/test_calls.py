@@ -42,7 +42,7 @@ def told(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The notices talk sends, in order: tell() records them instead of running write(1)."""
     notices: list[str] = []
 
-    async def tell(login: str, notice: str, lister: str = "") -> str:
+    async def tell(login: str, notice: str, lister: str = "", tty: str | None = None) -> str:
         notices.append(notice)
         return "told bob on pts/3"
 
