@@ -350,7 +350,7 @@ def test_help_lists_the_new_forms(sock_path: str) -> None:
         [sys.executable, str(TALK_PY), "--help"], capture_output=True, text=True, timeout=DEADLINE
     )
     assert result.returncode == 0
-    assert "[USER]" in result.stdout and "--list" in result.stdout, result.stdout
+    assert "[USER [TTY]]" in result.stdout and "--list" in result.stdout, result.stdout
 
 
 @pytest.fixture
