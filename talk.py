@@ -2927,8 +2927,7 @@ def tcp_credentials(transport: asyncio.BaseTransport) -> Credentials | None:
     return tcp_owner(transport.get_extra_info("socket"))
 
 
-#: The state of a connection in the kernel's table whose owner it names: established.
-#: A closed end (time-wait, or a fin-wait whose program has closed it) reads as uid 0.
+#: The state of an established connection in the kernel's table.
 TCP_ESTABLISHED = "01"
 
 
@@ -2938,10 +2937,11 @@ def tcp_owner(sock: Any) -> Credentials | None:
     machine, or not known here. The pid is not in the table: it is 0.
 
     A caller can hang up before this is asked; what the table then holds for its end is a
-    closed socket that names root, and its port may already serve someone else. So the
-    answer counts only while our own end is still in the table under our socket's inode (the
-    pair of addresses is still ours) and theirs is established (a live program holds it, or,
-    not yet accepted, its listener, whose owner it then names).
+    closed socket (time-wait, or a fin-wait no program holds) that names root, and its port
+    may already serve someone else. So the answer counts only while our own end is still in
+    the table under our socket's inode (the pair of addresses is still ours) and theirs is
+    held by a program (an inode; it may have stopped sending, as a refusal does) or is
+    established and not yet accepted (no inode yet: its listener's owner is named).
     """
     try:
         ours = (table_address(sock.getsockname()), table_address(sock.getpeername()))
@@ -2961,7 +2961,9 @@ def tcp_owner(sock: Any) -> Credentials | None:
                     continue
                 if (fields[1], fields[2]) == ours and fields[9] == inode:
                     still_ours = True
-                elif (fields[1], fields[2]) == theirs and fields[3] == TCP_ESTABLISHED:
+                elif (fields[1], fields[2]) == theirs and (
+                    fields[9] != "0" or fields[3] == TCP_ESTABLISHED
+                ):
                     owners.add(int(fields[7]))
     except (OSError, ValueError):
         return None

@@ -181,6 +181,21 @@ def test_a_caller_that_has_hung_up_names_nobody() -> None:
             assert talk.tcp_owner(accepted) is None
 
 
+def test_a_peer_that_has_stopped_sending_is_still_named() -> None:
+    """A talk that refuses a caller says its line and shuts down its sending side at once:
+    still its owner's socket, whatever state the table gives it."""
+    needs_tcp_table()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        ends = (accepted.getsockname(), client.getsockname())
+        with client, accepted:
+            accepted.shutdown(socket.SHUT_WR)
+            wait_until(lambda: state_of(*ends) != talk.TCP_ESTABLISHED, DEADLINE, "the shutdown")
+            owner = talk.tcp_owner(client)
+            assert owner is not None and owner.uid == os.getuid()
+
+
 def test_a_socket_that_is_not_connected_names_nobody() -> None:
     with socket.socket() as sock:
         assert talk.tcp_owner(sock) is None
