@@ -13,8 +13,8 @@ PyPI as a wheel (its SHA-256 checked against PyPI's), then run from the wheel to
 
 ``--other-pythons`` runs the unit tests (every ``tests/test_*.py`` but the end-to-end
 ``test_e2e_*.py``) on each other CPython version that setup.cfg's classifiers name and that can
-be found (``python3.N`` on PATH, pyenv's versions), each in a ``.venv-3.N`` of its own; absent
-versions are skipped with a note. The exit status is pytest's (5, no tests collected, is an
+be found (``python3.N`` on PATH, pyenv's versions), each in a ``.venv-3.N`` of its own, as many
+at once as the machine has cores; absent versions are skipped with a note. The exit status is pytest's (5, no tests collected, is an
 error here too), or 1 if the environment could not be made.
 """
 
@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
 import venv
 from pathlib import Path
@@ -200,8 +201,14 @@ def unit_test_files() -> list[str]:
 
 
 def other_pythons(args: list[str]) -> int:
-    """The unit tests on every other supported CPython found; the worst exit status."""
-    worst = 0
+    """The unit tests on every other supported CPython found; the worst exit status.
+
+    As many run at once as the machine has cores (CI's has two): each is a process of its
+    own, in a virtual environment of its own, and says what it printed once it is done.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs: list[tuple[str, list[str]]] = []
     for version in supported_versions():
         label = "Python {}.{}".format(*version)
         if version == sys.version_info[:2]:
@@ -210,14 +217,27 @@ def other_pythons(args: list[str]) -> int:
         if python is None:
             say(f"{label}: not found, skipped")
             continue
-        say(f"{label}: unit tests with {python}")
         env_dir = ROOT / ".venv-{}.{}".format(*version)
         command = [python, __file__, "--venv", str(env_dir), "--extras", "test", "--"]
-        status = subprocess.run([*command, "-q", *unit_test_files(), *args]).returncode
-        if status:
-            say(f"{label}: failed (exit status {status})")
-        worst = worst or status
-    return worst
+        runs.append(
+            (f"{label}: unit tests with {python}", [*command, "-q", *unit_test_files(), *args])
+        )
+
+    reporting = threading.Lock()  # one run's report at a time, whole
+
+    def run(label: str, command: list[str]) -> int:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        with reporting:
+            say(label)
+            sys.stdout.buffer.write(done.stdout)
+            sys.stdout.flush()
+            if done.returncode:
+                say(f"{label.partition(':')[0]}: failed (exit status {done.returncode})")
+        return done.returncode
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(runs), os.cpu_count() or 1))) as pool:
+        statuses = list(pool.map(lambda each: run(*each), runs))
+    return next((status for status in statuses if status), 0)
 
 
 # -- main -------------------------------------------------------------------------------------
