@@ -14,8 +14,9 @@ PyPI as a wheel (its SHA-256 checked against PyPI's), then run from the wheel to
 ``--other-pythons`` runs the unit tests (every ``tests/test_*.py`` but the end-to-end
 ``test_e2e_*.py``) on each other CPython version that setup.cfg's classifiers name and that can
 be found (``python3.N`` on PATH, pyenv's versions), each in a ``.venv-3.N`` of its own, as many
-at once as the machine has cores; absent versions are skipped with a note. The exit status is pytest's (5, no tests collected, is an
-error here too), or 1 if the environment could not be made.
+at once as the machine has cores; absent versions are skipped with a note. The exit status is
+pytest's (5, no tests collected, is an error here too), or 1 if the environment could not be
+made.
 """
 
 from __future__ import annotations
