@@ -2572,7 +2572,12 @@ class PrivateCall(Meeting):
         return f"{Refusal.PRIVATE}this conversation is between {self.me} and {self.login}"
 
     def turned_away(self, peer: Peer) -> str:
-        return f"Turned away {peer}; still waiting for {self.login}"
+        who = f"Waiting for {self.login}"
+        return News(
+            f"Turned away {peer}; still waiting for {self.login}",
+            f"{who}; turned away {peer.name}",
+            who,
+        )
 
     def nowhere(self, held: list[Held]) -> TalkError:
         return path_error(f"no free place to meet {self.login}: " + "; ".join(map(str, held)))

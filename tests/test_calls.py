@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from login_records import utmp_record, write_utmp
-from terminal import DEADLINE, LOGIN
+from terminal import DEADLINE, LOGIN, squeezed
 
 import talk
 from pubmarine import PubPen
@@ -126,3 +126,23 @@ def test_a_listener_is_seen_whatever_the_size_of_its_inode_number(
     finally:
         monkeypatch.undo()
         listener.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("cols", [80, 40])
+async def test_a_caller_turned_away_leaves_whom_we_wait_for_and_the_way_out(cols: int) -> None:
+    """At 40 columns too, the status line of a call that turned someone away still says
+    whom it waits for, and how to quit; the whole news is below it."""
+    pubpen = PubPen(asyncio.get_running_loop(), talk.EVENTS)
+    callee = pwd.getpwuid(os.getuid())
+    call = talk.PrivateCall(callee, callee, "/nonexistent/pair.sock", "talk.py me")
+    display = talk.Display(pubpen)
+    display.show_status(call.turned_away(talk.Peer("mallory-with-a-long-name", 4242424)))
+    status = display.status_line(cols)
+    assert status.startswith(f"Waiting for {callee.pw_name}"), status
+    assert status.endswith(tuple(f" - {hint}" for hint in talk.QUIT_HINTS)), status
+    assert len(status) <= cols
+    whole = (
+        f"Turned away mallory-with-a-long-name (pid 4242424); still waiting for {callee.pw_name}"
+    )
+    assert squeezed("".join(display.whole_news(status, cols - 1, 10))) == squeezed(whole)
