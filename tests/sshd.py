@@ -4,9 +4,8 @@ talk.py across machines. Not a test file.
 ``sshd`` is Debian's, started by the test as root in the test's own world (world.py), on port
 22 of the world's own 127.0.0.1, with a host key of its own; it looks up the users' keys in a
 directory of root's in the world's /run (AuthorizedKeysFile), so no home is changed for that.
-Each user's own ssh client reads their own ``~/.ssh/config`` (the
-port, their key, a known_hosts file with the test server's key), as a user's ssh does:
-nothing talk does is told about the test.
+Each user's own ssh client reads their own ``~/.ssh/config`` (their key, a known_hosts file
+with the test server's key), as a user's ssh does: nothing talk does is told about the test.
 """
 
 from __future__ import annotations
